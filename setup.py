@@ -1,0 +1,34 @@
+"""liverzoo: lightweight liver and liver-tumor segmentation models for abdominal CT."""
+from setuptools import find_packages, setup
+
+setup(
+    name="liverzoo",
+    version="0.1.0",
+    description="TensorFlow/Keras model zoo for lightweight liver and liver-tumor CT segmentation",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["liverzoo", "liverzoo.*"]),
+    package_data={"liverzoo.data": ["demo/*.nii.gz", "demo/NOTICE", "demo/*.md"]},
+    include_package_data=True,
+    install_requires=[
+        "tensorflow==2.21.*",
+        "keras>=3.10",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "nibabel>=5.2",
+        "pydicom>=3.0",
+        "absl-py>=2.1",
+        "ai-edge-litert>=2.0",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "medpy==0.5.2",
+            "nbmake>=1.5",
+            "ipykernel>=6",
+        ],
+    },
+)
