@@ -1,0 +1,48 @@
+"""Benchmarks behind `python tools/benchmark.py SECTION`.
+
+Each section module (`data`, `models`, `inference`, `export`) exposes
+`run(quick: bool = False) -> str`: it measures, prints progress, and returns a Markdown
+section (tables with the figures) that `tools/benchmark.py all` collects into
+docs/benchmarks.md. Comparisons are ratios measured in the same run; times are medians.
+"""
+import os
+import platform
+import time
+
+SECTIONS = ("data", "models", "inference", "export")
+
+
+def machine_line():
+    """One line naming CPU, core count and TensorFlow version, stamped on every table."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    return f"{cpu}, {os.cpu_count()} cores, TensorFlow {tf.__version__}"
+
+
+def median_time(fn, repeats=5, warmup=1):
+    """Median wall time of `fn()` in seconds over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def markdown_table(header, rows):
+    """Renders a Markdown table from a header list and row lists."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
