@@ -1,0 +1,157 @@
+"""liverzoo.data.augment: label values kept, image and label aligned, samplers vs SciPy."""
+import math
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+ndimage = pytest.importorskip("scipy.ndimage")
+
+from liverzoo.data import augment  # noqa: E402
+from liverzoo.errors import ConfigError  # noqa: E402
+
+# Everything on: the residual U-Net recipe (rotation 180, zoom 0.2, elastic) plus the rest.
+ALL_ON = augment.AugmentConfig(
+    rotation=180, zoom=0.2, shift=0.1, elastic=0.03, flip_axes=("d", "h", "w"),
+    intensity_scale=0.1, intensity_shift=0.1, noise_std=0.01,
+)
+GEOMETRY_ONLY = augment.AugmentConfig(rotation=180, zoom=0.2, shift=0.1, elastic=0.03, flip_axes=("h", "w"))
+
+
+def _blob_label(shape, seed=0):
+    """A liver-like disc (1) holding a tumor disc (2), placed at random, in (H, W)."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    rows, cols = np.mgrid[:h, :w]
+    cy, cx = rng.uniform(0.35, 0.65, 2) * (h, w)
+    label = np.zeros(shape, np.int32)
+    label[(rows - cy) ** 2 + ((cols - cx) * 0.7) ** 2 < (0.3 * h) ** 2] = 1
+    label[(rows - cy - 3) ** 2 + (cols - cx) ** 2 < (0.1 * h) ** 2] = 2
+    return label
+
+
+@pytest.mark.parametrize(
+    "image_shape, label_shape",
+    [((40, 36, 5), (40, 36)), ((4, 40, 36, 1), (4, 40, 36))],
+    ids=["2d_stack", "3d_subvolume"],
+)
+def test_shapes_dtypes_and_label_values_are_kept(image_shape, label_shape):
+    rng = np.random.default_rng(1)
+    label = np.broadcast_to(_blob_label(label_shape[-2:]), label_shape).copy()
+    image = rng.normal(size=image_shape).astype(np.float32)
+    fn = tf.function(augment.make_augment(ALL_ON))
+    changed = 0
+    for _ in range(8):
+        out_image, out_label = fn(tf.constant(image), tf.constant(label))
+        assert out_image.shape == image_shape and out_image.dtype == tf.float32
+        assert out_label.shape == label_shape and out_label.dtype == tf.int32
+        assert set(np.unique(out_label.numpy())) <= {0, 1, 2}
+        changed += int(np.any(out_label.numpy() != label))
+    assert changed >= 6  # the transforms are random and really move the label
+
+
+def test_2d_image_and_label_stay_aligned():
+    """An image made of the label's one-hot channels must agree with the warped label.
+
+    Bilinear weights of the nearest corner are >= 1/4, so the channel of the label picked by
+    nearest-neighbour holds at least 0.25 everywhere; inside regions all four corners agree
+    and the image is exactly one-hot of the label.
+    """
+    label = _blob_label((48, 48), seed=2)
+    image = np.eye(3, dtype=np.float32)[label]  # (H, W, 3): a 2D stack with T = 3
+    fn = tf.function(augment.make_augment(GEOMETRY_ONLY))
+    for _ in range(10):
+        out_image, out_label = (t.numpy() for t in fn(tf.constant(image), tf.constant(label)))
+        picked = np.take_along_axis(out_image, out_label[..., None], axis=-1)[..., 0]
+        assert picked.min() >= 0.25 - 1e-5
+        pure = out_image.max(-1) > 1 - 1e-5
+        assert np.array_equal(out_label[pure], out_image.argmax(-1)[pure])
+        assert np.mean(out_image.argmax(-1) == out_label) > 0.97
+
+
+def test_3d_image_and_label_stay_aligned_and_slices_share_the_warp():
+    label2d = _blob_label((40, 40), seed=3)
+    label = np.stack([label2d, label2d, np.where(label2d == 2, 1, label2d)])  # (3, H, W)
+    image = label.astype(np.float32)[..., None]
+    config = augment.AugmentConfig(rotation=90, zoom=0.2, elastic=0.03, flip_axes=("d", "h", "w"))
+    fn = tf.function(augment.make_augment(config))
+    for _ in range(6):
+        out_image, out_label = (t.numpy() for t in fn(tf.constant(image), tf.constant(label)))
+        # Rounded bilinear values agree with nearest labels except on a few boundary pixels
+        # (an unaligned label agrees on 50-70% here).
+        assert np.mean(np.round(out_image[..., 0]) == out_label) > 0.98
+        # The slice with tumor relabelled as liver stays the tumor-free copy of the others.
+        slices = [s for s in out_label]
+        same = [np.array_equal(a, b) for a, b in ((slices[0], slices[1]), (slices[1], slices[2]), (slices[0], slices[2]))]
+        assert same.count(True) == 1
+        tumor_free = [s for s in slices if not np.any(s == 2)][0]
+        with_tumor = [s for s in slices if np.any(s == 2)][0]
+        assert np.array_equal(np.where(with_tumor == 2, 1, with_tumor), tumor_free)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_right_angle_rotation_is_exact(k):
+    label = _blob_label((31, 31), seed=4)[..., None]
+    rows, cols = augment.affine_coordinates(31, 31, k * math.pi / 2, 1.0, [0.0, 0.0])
+    out = augment.sample_nearest(tf.constant(label), rows, cols).numpy()[..., 0]
+    rotated = [np.rot90(label[..., 0], k=s * k) for s in (1, -1)]
+    assert any(np.array_equal(out, r) for r in rotated)
+    assert not np.array_equal(out, label[..., 0])
+
+
+def test_bilinear_sampler_equals_scipy_mirror_mode():
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(20, 17, 2)).astype(np.float32)
+    rows = rng.uniform(-8, 28, size=(11, 13)).astype(np.float32)
+    cols = rng.uniform(-8, 25, size=(11, 13)).astype(np.float32)
+    got = augment.sample_bilinear(tf.constant(image), tf.constant(rows), tf.constant(cols)).numpy()
+    for c in range(2):
+        want = ndimage.map_coordinates(image[..., c], [rows, cols], order=1, mode="mirror")
+        np.testing.assert_allclose(got[..., c], want, atol=1e-5)
+
+
+def test_zoom_and_shift_match_scipy_affine_transform():
+    rng = np.random.default_rng(6)
+    image = rng.normal(size=(24, 30, 1)).astype(np.float32)
+    rows, cols = augment.affine_coordinates(24, 30, 0.0, 1.25, [2.0, -3.0])
+    got = augment.sample_bilinear(tf.constant(image), rows, cols).numpy()[..., 0]
+    centre = np.array([23 / 2, 29 / 2])
+    want = ndimage.affine_transform(
+        image[..., 0], np.eye(2) / 1.25, offset=centre - centre / 1.25 + [2.0, -3.0], order=1, mode="mirror"
+    )
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_identity_config_changes_nothing():
+    label = _blob_label((16, 16))
+    image = np.random.default_rng(7).normal(size=(16, 16, 3)).astype(np.float32)
+    out_image, out_label = augment.make_augment()(tf.constant(image), tf.constant(label))
+    np.testing.assert_array_equal(out_image.numpy(), image)
+    np.testing.assert_array_equal(out_label.numpy(), label)
+
+
+def test_works_inside_tf_data_map():
+    label = _blob_label((32, 32))
+    image = np.eye(3, dtype=np.float32)[label]
+    ds = tf.data.Dataset.from_tensors((image, label)).repeat(4).map(augment.make_augment(ALL_ON)).batch(2)
+    batches = list(ds)
+    assert len(batches) == 2 and batches[0][0].shape == (2, 32, 32, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(rotation=-1), "rotation"),
+        (dict(zoom=1.0), "zoom"),
+        (dict(flip_axes=("x",)), "flip_axes"),
+        (dict(elastic_grid=1), "elastic_grid"),
+    ],
+)
+def test_bad_config_raises(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        augment.AugmentConfig(**kwargs)
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ConfigError, match="augment expects"):
+        augment.augment_example(tf.zeros((4, 4)), tf.zeros((4,), tf.int32), ALL_ON)
