@@ -49,3 +49,28 @@ def build(name, **kwargs):
     if "input_shape" not in kwargs:
         kwargs["input_shape"] = SPECS[name].default_input_shape
     return MODELS[name](**kwargs)
+
+
+# 2D / 2.5D models (../shared/papers 000, 001, 002). Imported here, after MODELS/SPECS exist.
+from liverzoo.models.deeplabv3plus import build_deeplabv3plus  # noqa: E402
+from liverzoo.models.nnunet import build_ds_nnunet, build_nnunet_2d  # noqa: E402
+from liverzoo.models.residual_unet import build_residual_unet  # noqa: E402
+from liverzoo.models.summary import summary  # noqa: E402, F401  (the function shadows the submodule)
+
+MODELS.update(
+    residual_unet=build_residual_unet,
+    ds_nnunet=build_ds_nnunet,
+    nnunet_2d=build_nnunet_2d,
+    deeplabv3plus=build_deeplabv3plus,
+)
+SPECS.update(
+    residual_unet=ModelSpec("2d", "residual_unet", (128, 128, 1), (256, 256, 1), 2_000_000,
+                            "002_7138868b57b69ed8.txt", (32, 32, 1)),
+    ds_nnunet=ModelSpec("2d", "ds_nnunet", (128, 128, 7), (512, 512, 7), 7_700_000,
+                        "000_ebe0050d52f538d0.txt", (128, 128, 7)),
+    nnunet_2d=ModelSpec("2d", "ds_nnunet", (128, 128, 1), (512, 512, 1), 41_000_000,
+                        "000_ebe0050d52f538d0.txt", (128, 128, 1)),
+    # The LW-HCN paper uses DeepLabV3+ as baseline and encoder donor but reports no size for it.
+    deeplabv3plus=ModelSpec("2d", "lw_hcn", (128, 128, 1), (512, 512, 1), None,
+                            "001_bb2d5e6c0ac559d5.txt", (32, 32, 1)),
+)

@@ -1,0 +1,145 @@
+"""2D nnU-Net (LiTS topology) and its depthwise-separable 2.5D variant, DS nnU-Net.
+
+Paper: ../shared/papers/000_ebe0050d52f538d0.txt, "Multi-Slice Dense-Sparse Learning for
+Efficient Liver and Tumor Segmentation" (Zhao et al.), Sec. III-B and Table I; the backbone
+is the 2D U-Net nnU-Net (Isensee et al. 2021) configures for LiTS at 512x512.
+"""
+import keras
+
+from liverzoo.layers.conv2d import apply_conv_norm_act, apply_softmax_head
+from liverzoo.models.checks import check_builder_args
+
+# Feature widths of nnU-Net's 2D plan for LiTS (8 stages, 7 poolings: 512 -> 4).
+LITS_2D_FILTERS = (32, 64, 128, 256, 480, 480, 480, 480)
+
+
+def _apply_stage(x, filters, *, strides, separable, name):
+    """Two (conv 3x3 + instance norm + LeakyReLU 0.01); the first conv may downsample."""
+    for i, s in enumerate((strides, 1)):
+        x = apply_conv_norm_act(
+            x,
+            filters,
+            strides=s,
+            separable=separable,
+            norm="instance",
+            activation="leaky_relu",
+            name=f"{name}_conv{i + 1}",
+        )
+    return x
+
+
+def build_nnunet(
+    input_shape,
+    num_classes=3,
+    *,
+    filters=LITS_2D_FILTERS,
+    separable=True,
+    deep_supervision=True,
+    name="ds_nnunet",
+):
+    """nnU-Net 2D U-Net, with depthwise-separable 3x3 convs (DS nnU-Net) or standard ones.
+
+    Topology of nnU-Net's 2D plan for LiTS: one stage per entry of `filters`, each two
+    3x3 conv + instance norm + LeakyReLU(0.01); downsampling by a stride-2 first conv;
+    upsampling by 2x2 stride-2 transposed convs (no bias), concatenation with the encoder
+    stage, then a decoder stage. DS nnU-Net (../shared/papers/000_ebe0050d52f538d0.txt,
+    Sec. III-B) makes every 3x3 conv depthwise-separable and takes T adjacent slices as
+    channels; the transposed convs and 1x1 heads stay standard. At 512x512 this gives
+    7,750,047 parameters for T=7 (paper: 7.7 M) and 41,262,912 for the standard 2D nnU-Net
+    with T=1 (paper: 41 M), deep-supervision heads included (they add 4,224).
+
+    Deep supervision (nnU-Net's default, on here): 1x1 heads (no bias) at every decoder
+    level except the coarsest (nnU-Net gives that one loss weight 0), logits bilinearly
+    upsampled to the input size, then softmax. Outputs: `[main, aux_s2, aux_s4, ...]`, where
+    `aux_sK` comes from the decoder level with stride K.
+
+    Args:
+        input_shape: `(H, W, T)`: H and W divisible by `2**(len(filters) - 1)` (128 for the
+            LiTS plan); T odd (the centre slice is predicted).
+        num_classes: output classes (background, liver, tumor).
+        filters: channels per stage, from full resolution to the bottleneck.
+        separable: depthwise-separable 3x3 convs (DS nnU-Net) or standard (2D nnU-Net).
+        deep_supervision: return `[main, aux...]` instead of the main output alone.
+        name: model name.
+
+    Returns:
+        A `keras.Model`: softmax `(B, H, W, num_classes)`, or a list of them with deep
+        supervision (main first).
+
+    Example:
+        >>> model = build_nnunet((256, 256, 7), deep_supervision=False)
+        >>> model.output_shape
+        (None, 256, 256, 3)
+    """
+    filters = tuple(filters)
+    shape = check_builder_args(
+        name, input_shape, num_classes, rank=3, divisor=2 ** (len(filters) - 1), odd_channels=True
+    )
+    inputs = keras.Input(shape, name="image")
+    x, skips = inputs, []
+    for i, f in enumerate(filters):
+        x = _apply_stage(x, f, strides=1 if i == 0 else 2, separable=separable, name=f"enc{i + 1}")
+        skips.append(x)
+    aux = []  # coarse to fine
+    for i in reversed(range(len(filters) - 1)):
+        x = keras.layers.Conv2DTranspose(filters[i], 2, strides=2, use_bias=False, name=f"dec{i + 1}_up")(x)
+        x = keras.layers.Concatenate(name=f"dec{i + 1}_concat")([x, skips[i]])
+        x = _apply_stage(x, filters[i], strides=1, separable=separable, name=f"dec{i + 1}")
+        if deep_supervision and 0 < i < len(filters) - 2:
+            aux.append(apply_softmax_head(x, num_classes, upsample=2**i, use_bias=False, name=f"aux_s{2**i}"))
+    main = apply_softmax_head(x, num_classes, use_bias=False, name="segmentation")
+    if not deep_supervision:
+        return keras.Model(inputs, main, name=name)
+    return keras.Model(inputs, [main] + aux[::-1], name=name)
+
+
+def build_ds_nnunet(input_shape, num_classes=3, *, deep_supervision=True, filters=LITS_2D_FILTERS, name="ds_nnunet"):
+    """DS nnU-Net: 2.5D nnU-Net with depthwise-separable convs (T = 7 slices by default).
+
+    ../shared/papers/000_ebe0050d52f538d0.txt (Sec. III-B, Table I: 7.7 M parameters).
+    See `build_nnunet` for the topology and the outputs.
+
+    Args:
+        input_shape: `(H, W, T)`, H and W divisible by 128, T odd (the paper: T = 7).
+        num_classes: output classes.
+        deep_supervision: return `[main, aux...]` (nnU-Net default) or the main output.
+        filters: channels per stage (nnU-Net LiTS 2D plan).
+        name: model name.
+
+    Returns:
+        A `keras.Model`, see `build_nnunet`.
+
+    Example:
+        >>> model = build_ds_nnunet((512, 512, 7))
+        >>> model.count_params()
+        7750047
+    """
+    return build_nnunet(
+        input_shape, num_classes, filters=filters, separable=True, deep_supervision=deep_supervision, name=name
+    )
+
+
+def build_nnunet_2d(input_shape, num_classes=3, *, deep_supervision=True, filters=LITS_2D_FILTERS, name="nnunet_2d"):
+    """2D nnU-Net baseline (standard 3x3 convs), the reference of DS nnU-Net.
+
+    ../shared/papers/000_ebe0050d52f538d0.txt (Table I: 41 M parameters). With T > 1 it is
+    the paper's nnU-Net-DS / nnU-Net-DSD variant fed with slice stacks.
+
+    Args:
+        input_shape: `(H, W, T)`, H and W divisible by 128, T odd (T = 1: plain 2D).
+        num_classes: output classes.
+        deep_supervision: return `[main, aux...]` (nnU-Net default) or the main output.
+        filters: channels per stage (nnU-Net LiTS 2D plan).
+        name: model name.
+
+    Returns:
+        A `keras.Model`, see `build_nnunet`.
+
+    Example:
+        >>> model = build_nnunet_2d((512, 512, 1))
+        >>> model.count_params()
+        41262912
+    """
+    return build_nnunet(
+        input_shape, num_classes, filters=filters, separable=False, deep_supervision=deep_supervision, name=name
+    )
