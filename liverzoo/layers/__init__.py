@@ -1,2 +1,3 @@
 """Serializable layers and block functions; importing this package registers every layer."""
 from liverzoo.layers.conv2d import SubPixelUpsampling  # noqa: F401
+from liverzoo.layers.conv3d import DepthwiseConv3D, FoldedConv3D  # noqa: F401
