@@ -1,0 +1,76 @@
+"""liverzoo.postprocess: one liver, holes filled, tumor only inside the liver."""
+import numpy as np
+import pytest
+
+from liverzoo.postprocess import largest_component, postprocess
+
+
+def ellipsoid(shape, centre, radii):
+    grid = np.indices(shape).astype(float)
+    d = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii))
+    return d <= 1.0
+
+
+@pytest.fixture(scope="module")
+def clean_liver():
+    """A liver ellipsoid with a tumor inside and one on its rim (labels 0/1/2)."""
+    shape = (40, 36, 24)
+    mask = ellipsoid(shape, (18, 18, 12), (12, 10, 8)).astype(np.uint8)
+    mask[ellipsoid(shape, (15, 18, 12), (3, 3, 3))] = 2
+    mask[ellipsoid(shape, (29, 18, 12), (2, 2, 2))] = 2  # straddles the liver surface
+    return mask
+
+
+def test_removes_planted_distant_blobs(clean_liver):
+    noisy = clean_liver.copy()
+    noisy[35:39, 30:34, 1:4] = 1  # distant liver false positive
+    noisy[1:3, 1:3, 20:23] = 2  # distant tumor false positive
+    noisy[2:4, 32:35, 2:3] = 2  # tumor touching only a distant liver blob
+    noisy[1:4, 31:35, 1:2] = 1
+    out = postprocess(noisy)
+    np.testing.assert_array_equal(out, clean_liver)
+    assert out.dtype == np.uint8
+
+
+def test_fills_holes_keeps_inner_tumor(clean_liver):
+    holed = clean_liver.copy()
+    cavity = ellipsoid(holed.shape, (22, 18, 12), (2, 2, 2))
+    holed[cavity] = 0
+    out = postprocess(holed)
+    assert np.all(out[cavity] == 1)  # enclosed background became liver
+    np.testing.assert_array_equal(out, clean_liver)
+    # Holes open to the outside are not holes.
+    notch = holed.copy()
+    notch[18, 18, :] = 0
+    assert np.count_nonzero(postprocess(notch) == 0) > np.count_nonzero(clean_liver == 0)
+
+
+# (switches, expected (distant liver blob kept, enclosed hole kept, distant tumor kept))
+SWITCHES = [
+    (dict(), (False, False, False)),
+    (dict(keep_largest=False), (True, False, True)),
+    (dict(fill_holes=False), (False, True, False)),
+    (dict(tumor_in_liver=False), (False, False, True)),
+]
+
+
+@pytest.mark.parametrize("kwargs,expected", SWITCHES, ids=["all", "no_largest", "no_fill", "no_tumor_rule"])
+def test_switches(clean_liver, kwargs, expected):
+    noisy = clean_liver.copy()
+    noisy[35:39, 30:34, 1:4] = 1
+    noisy[1:3, 1:3, 20:23] = 2
+    cavity = ellipsoid(noisy.shape, (22, 18, 12), (2, 2, 2))
+    noisy[cavity] = 0
+    out = postprocess(noisy, **kwargs)
+    kept = (bool(np.all(out[35:39, 30:34, 1:4] == 1)), bool(np.all(out[cavity] == 0)),
+            bool(np.all(out[1:3, 1:3, 20:23] == 2)))
+    assert kept == expected
+
+
+def test_largest_component_is_26_connected_and_empty_safe():
+    m = np.zeros((6, 6, 6), bool)
+    m[0, 0, 0] = m[1, 1, 1] = m[2, 2, 2] = True  # diagonal chain: one 26-component
+    m[5, 5, 0] = m[5, 4, 0] = True
+    np.testing.assert_array_equal(largest_component(m), m & ~(np.indices(m.shape)[0] == 5))
+    assert not largest_component(np.zeros((3, 3, 3), bool)).any()
+    assert not postprocess(np.zeros((3, 3, 3), np.uint8)).any()
