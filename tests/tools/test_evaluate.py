@@ -1,0 +1,165 @@
+"""tools/evaluate.py and liverzoo.evaluation: LiTS summary, CSV, overlays, bad input."""
+import csv
+import json
+import re
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+from medpy.metric import binary as mp
+from scipy import ndimage
+
+from liverzoo import evaluation, metrics
+from liverzoo.errors import DataError
+
+from tests.conftest import REPO
+
+AFFINE = np.diag([0.8, 0.9, 2.5, 1.0])
+
+
+def save(path, data, affine=AFFINE):
+    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
+
+
+def make_cases(root, shared_ct_dir):
+    """Three cases: a real liver mask (no tumor), two synthetic ones with tumors."""
+    pred_dir, ref_dir = root / "pred", root / "ref"
+    pred_dir.mkdir()
+    ref_dir.mkdir()
+    real = nib.load(str(shared_ct_dir / "totalseg_example_liver_pred.nii.gz"))
+    ref_real = np.asarray(real.dataobj).astype(np.uint8)
+    save(ref_dir / "case_1.nii.gz", ref_real, real.affine)
+    save(pred_dir / "case_1.nii.gz", ndimage.binary_erosion(ref_real, iterations=1).astype(np.uint8), real.affine)
+    grid = np.indices((30, 28, 12))
+    for k, shift in ((2, 1), (10, 3)):
+        ref = (((grid[0] - 15) / 10) ** 2 + ((grid[1] - 14) / 9) ** 2 + ((grid[2] - 6) / 5) ** 2 <= 1).astype(np.uint8)
+        ref[13:17, 12:16, 5:8] = 2
+        pred = np.roll(ref, shift, axis=0)
+        pred[20:22, 4:6, 1:3] = 2
+        save(ref_dir / f"case_{k}.nii", ref)
+        save(pred_dir / f"case_{k}.nii.gz", pred)  # .nii and .nii.gz pair by case name
+    return pred_dir, ref_dir
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory, shared_ct_dir):
+    root = tmp_path_factory.mktemp("eval")
+    return make_cases(root, shared_ct_dir)
+
+
+def test_evaluate_writes_lits_summary(cases, tmp_path):
+    pred_dir, ref_dir = cases
+    out = tmp_path / "out"
+    summary = evaluation.evaluate(str(pred_dir), str(ref_dir), str(out), num_overlays=2, overlay_slices=2)
+    assert summary["cases"] == ["case_1", "case_2", "case_10"]  # natural order
+
+    labels = {}
+    for case in summary["cases"]:
+        ref_path = next(ref_dir.glob(case + ".nii*"))
+        labels[case] = (np.asarray(nib.load(str(pred_dir / f"{case}.nii.gz")).dataobj),
+                        np.asarray(nib.load(str(ref_path)).dataobj), nib.load(str(ref_path)).header.get_zooms())
+    liver_dice = [mp.dc(p >= 1, r >= 1) for p, r, _ in labels.values()]
+    assert summary["liver"]["dice_per_case"] == pytest.approx(np.mean(liver_dice), abs=1e-9)
+    inter = sum(np.count_nonzero((p >= 1) & (r >= 1)) for p, r, _ in labels.values())
+    total = sum(np.count_nonzero(p >= 1) + np.count_nonzero(r >= 1) for p, r, _ in labels.values())
+    assert summary["liver"]["dice_global"] == pytest.approx(2 * inter / total, abs=1e-12)
+    hd = [mp.hd(p >= 1, r >= 1, voxelspacing=z) for p, r, z in labels.values()]
+    assert summary["liver"]["mssd"] == pytest.approx(np.mean(hd), abs=1e-6)
+    # case_1 has no tumor in either mask: Dice 1 (LiTS), distances undefined and left out.
+    assert summary["dice_per_case"]["tumor"]["case_1"] == 1.0
+    assert summary["tumor"]["assd_undefined_cases"] == 1
+    tumor_hd = [mp.hd(p == 2, r == 2, voxelspacing=z) for p, r, z in list(labels.values())[1:]]
+    assert summary["tumor"]["mssd"] == pytest.approx(np.mean(tumor_hd), abs=1e-6)
+    errors = [metrics.tumor_burden(r) - metrics.tumor_burden(p) for p, r, _ in labels.values()]
+    assert summary["tumor_burden_rmse"] == pytest.approx(np.sqrt(np.mean(np.square(errors))), abs=1e-12)
+
+    with open(out / "cases.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case"] for r in rows] == summary["cases"]
+    assert float(rows[1]["liver_dice"]) == pytest.approx(liver_dice[1], abs=1e-12)
+    assert rows[0]["tumor_assd"] == ""  # undefined: empty cell
+    assert json.loads((out / "summary.json").read_text())["liver"] == summary["liver"]
+    pngs = sorted(p.name for p in (out / "overlays").iterdir())
+    assert len(pngs) == 4 and all((out / "overlays" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    worst = min(summary["cases"], key=lambda c: summary["dice_per_case"]["liver"][c])
+    assert any(p.startswith(worst + "_z") for p in pngs)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # staging folder removed
+
+
+def test_worst_slices_orders_by_errors():
+    ref = np.zeros((4, 4, 5), np.uint8)
+    pred = ref.copy()
+    pred[:2, :, 3] = 1
+    pred[0, 0, 1] = 2
+    assert evaluation.worst_slices(pred, ref, 2) == [3, 1]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(REPO / "tools" / "evaluate.py"), *args],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def _shape(pred_dir, ref_dir):
+    save(pred_dir / "case_2.nii.gz", np.zeros((30, 28, 11), np.uint8))
+
+
+def _label(pred_dir, ref_dir):
+    bad = np.zeros((30, 28, 12), np.uint8)
+    bad[3, 3, 3] = 3
+    save(pred_dir / "case_2.nii.gz", bad)
+
+
+def _affine(pred_dir, ref_dir):
+    save(pred_dir / "case_2.nii.gz", np.zeros((30, 28, 12), np.uint8), np.diag([0.8, 0.9, 3.0, 1.0]))
+
+
+def _missing(pred_dir, ref_dir):
+    (pred_dir / "case_2.nii.gz").unlink()
+
+
+BAD_INPUT = [
+    (_shape, r"case case_2: prediction shape \(30, 28, 11\) differs"),
+    (_label, "case case_2 .*label value 3"),
+    (_affine, "case case_2: prediction affine differs"),
+    (_missing, "case case_2: no prediction in"),
+]
+
+
+@pytest.mark.parametrize("corrupt,message", BAD_INPUT, ids=["shape", "label", "affine", "missing"])
+def test_cli_bad_case_fails_cleanly_or_is_skipped(tmp_path, shared_ct_dir, corrupt, message):
+    pred_dir, ref_dir = make_cases(tmp_path, shared_ct_dir)
+    corrupt(pred_dir, ref_dir)
+    out = tmp_path / "out"
+    result = run_cli(f"--pred_dir={pred_dir}", f"--ref_dir={ref_dir}", f"--output_dir={out}", "--num_overlays=0")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(message, errors[0]), errors[0]
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+    result = run_cli(f"--pred_dir={pred_dir}", f"--ref_dir={ref_dir}", f"--output_dir={out}", "--skip_bad",
+                     "--num_overlays=1")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"] == ["case_1", "case_10"]
+    assert [s["case"] for s in summary["skipped"]] == ["case_2"]
+    assert "skipped: case case_2" in result.stderr
+    assert "2 cases evaluated, 1 skipped" in result.stdout
+
+
+def test_cli_requires_flags_and_reports_missing_folder(tmp_path):
+    result = run_cli(f"--ref_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}")
+    assert result.returncode == 1 and result.stderr.strip() == "error: --pred_dir is required"
+    result = run_cli(f"--pred_dir={tmp_path / 'nope'}", f"--ref_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}")
+    assert result.returncode == 1 and "nope: no such folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_all_cases_bad_is_an_error(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    save(tmp_path / "r" / "a.nii.gz", np.zeros((3, 3, 3), np.uint8))
+    with pytest.raises(DataError, match="no case could be evaluated"):
+        evaluation.evaluate(str(tmp_path / "p"), str(tmp_path / "r"), str(tmp_path / "o"), skip_bad=True)
+    assert not (tmp_path / "o").exists()

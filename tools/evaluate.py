@@ -1,0 +1,58 @@
+"""LiTS evaluation of predicted masks: python tools/evaluate.py --pred_dir P --ref_dir R --output_dir O.
+
+Pairs `NAME.nii[.gz]` files of the two folders by name and writes O/cases.csv,
+O/summary.json and O/overlays/*.png (see liverzoo/evaluation.py and docs/inference.md).
+"""
+import sys
+
+import _path  # noqa: F401
+from absl import flags
+
+from liverzoo import cli
+
+cli.quiet_tensorflow()
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("pred_dir", None, "Folder of predicted label maps (NAME.nii or NAME.nii.gz).")
+flags.DEFINE_string("ref_dir", None, "Folder of reference label maps with the same names.")
+flags.DEFINE_string("output_dir", None, "Where cases.csv, summary.json and overlays/ are written.")
+flags.DEFINE_string("image_dir", None, "Optional folder of the CTs (same names) to draw the overlays on.")
+flags.DEFINE_bool("skip_bad", False, "Skip and list cases that cannot be evaluated instead of failing.")
+flags.DEFINE_integer("num_overlays", 3, "Number of worst cases (by liver Dice) to draw.", lower_bound=0)
+flags.DEFINE_integer("overlay_slices", 2, "Slices drawn per worst case.", lower_bound=1)
+
+
+def main(argv):
+    from liverzoo import evaluation
+    from liverzoo.errors import ConfigError
+
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("pred_dir", "ref_dir", "output_dir"):
+        if not FLAGS[name].value:
+            raise ConfigError(f"--{name} is required")
+
+    def progress(index, total, case):
+        print(f"case {index + 1}/{total} {case}", file=sys.stderr, flush=True)
+
+    summary = evaluation.evaluate(FLAGS.pred_dir, FLAGS.ref_dir, FLAGS.output_dir, image_dir=FLAGS.image_dir,
+                                  skip_bad=FLAGS.skip_bad, num_overlays=FLAGS.num_overlays,
+                                  overlay_slices=FLAGS.overlay_slices, progress=progress)
+    for skipped in summary["skipped"]:
+        print(f"skipped: {skipped['error']}", file=sys.stderr)
+
+    def fmt(value):
+        return "n/a" if value is None else f"{value:.4f}"
+
+    print(f"{summary['num_cases']} cases evaluated, {len(summary['skipped'])} skipped")
+    for structure in evaluation.STRUCTURES:
+        block = summary[structure]
+        print(f"{structure}: Dice per case {fmt(block['dice_per_case'])}, Dice global {fmt(block['dice_global'])}, "
+              f"VOE {fmt(block['voe'])}, RVD {fmt(block['rvd'])}, ASSD {fmt(block['assd'])} mm, "
+              f"MSSD {fmt(block['mssd'])} mm")
+    print(f"tumor burden RMSE {fmt(summary['tumor_burden_rmse'])}")
+    print(f"wrote {FLAGS.output_dir}/cases.csv, summary.json, {len(summary['overlays'])} overlays")
+
+
+if __name__ == "__main__":
+    cli.run(main)
