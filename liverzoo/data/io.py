@@ -43,6 +43,7 @@ class CTVolume:
         source_ornt: nibabel orientation (3x2) taking the stored axes to `array`'s axes.
         path: the image file or DICOM folder.
         label_path: the label file, or None.
+        case_id: a name for the case (set by `CaseSource.load` and the demo data).
     """
 
     array: np.ndarray
@@ -54,6 +55,7 @@ class CTVolume:
     source_ornt: np.ndarray = None
     path: str = ""
     label_path: str = None
+    case_id: str = None
 
     def to_source(self, array_xyz):
         """Reorients a canonical `(X, Y, Z)` array back to the stored file's axis order."""
@@ -71,7 +73,9 @@ class CaseSource:
 
     def load(self):
         """Loads the case with `load_case`."""
-        return load_case(self.image, self.label)
+        volume = load_case(self.image, self.label)
+        volume.case_id = self.case_id
+        return volume
 
 
 def _canonical(data, affine, path):
@@ -275,6 +279,22 @@ def atomic_write(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def check_output_dir(folder):
+    """Creates `folder` if needed and checks that files can be written in it.
+
+    Raises:
+        DataError: it cannot be created or written to; the message names it.
+    """
+    folder = str(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise DataError(f"{folder}: output folder is not writable ({e.strerror or e})") from None
 
 
 # --- DICOM -----------------------------------------------------------------------------------

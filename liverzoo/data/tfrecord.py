@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from liverzoo.data import preprocess
+from liverzoo.data import io, preprocess
 from liverzoo.data.sampling import stack_offsets
 from liverzoo.errors import ConfigError, DataError
 
@@ -141,17 +141,6 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def _output_dir(output_dir):
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-        probe = os.path.join(output_dir, f".write-test-{os.getpid()}")
-        with open(probe, "wb"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise DataError(f"{output_dir}: output folder is not writable ({e.strerror})") from None
-
-
 def _dataset_preset(cases, splits, preset, skip_bad, skipped, progress):
     """For nnU-Net's CT normalisation: statistics over the training cases' foreground."""
     preset = preprocess.get_preset(preset)
@@ -177,9 +166,6 @@ def _dataset_preset(cases, splits, preset, skip_bad, skipped, progress):
 def _require_label(volume, case_id):
     if volume.label is None:
         raise DataError(f"{volume.path}: case {case_id} has no label")
-    if not np.any(volume.label):
-        # Allowed (a liver-free scan is valid data), but foreground sampling will skip it.
-        pass
 
 
 def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, seed=0, compression="GZIP",
@@ -196,8 +182,9 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
     seed give byte-identical files.
 
     Args:
-        cases: objects with `case_id` and `load() -> CTVolume` (with label), e.g.
-            `liverzoo.data.io.CaseSource` from `find_cases`.
+        cases: labelled `CTVolume`s with `case_id` set (e.g. `demo.demo_cases()`), or
+            objects with `case_id` and `load() -> CTVolume` (e.g. `io.CaseSource` from
+            `io.find_cases`), which are loaded one at a time.
         output_dir: destination folder (created if missing).
         preset: name in `preprocess.PRESETS` or a `Preset`.
         num_shards: shards per split (fewer if a split has fewer cases).
@@ -227,7 +214,7 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
     compression = _check_compression(compression)
     if not (isinstance(num_shards, (int, np.integer)) and num_shards >= 1):
         raise ConfigError(f"num_shards must be a positive integer, got {num_shards!r}")
-    cases = list(cases)
+    cases = [_InMemoryCase(c) if isinstance(c, io.CTVolume) else c for c in cases]
     ids = [c.case_id for c in cases]
     if not cases:
         raise DataError("no cases to write")
@@ -239,7 +226,7 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
         if bad:
             raise ConfigError(f"split: unknown case ids or split names {bad}")
         splits.update(split)
-    _output_dir(output_dir)
+    io.check_output_dir(output_dir)
     cases = sorted(cases, key=lambda c: c.case_id)
     skipped = {}
     effective = _dataset_preset(cases, splits, base_preset, skip_bad, skipped, progress)
@@ -248,15 +235,15 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
         inplane_size=effective.inplane_size if inplane_size is None else (inplane_size or None),
         target_spacing=effective.target_spacing if target_spacing is None else tuple(target_spacing))
 
-    counts = {s: min(num_shards, sum(1 for c in cases if splits[c.case_id] == s)) for s in _SPLITS}
-    names = {s: [shard_name(s, i, counts[s], compression) for i in range(counts[s])] for s in _SPLITS}
-    temps = {n: os.path.join(output_dir, f".{n}.tmp-{os.getpid()}") for s in _SPLITS for n in names[s]}
-    writers = {}
-    entries, shard_cases = [], {n: [] for n in temps}
+    slots = {s: min(num_shards, sum(1 for c in cases if splits[c.case_id] == s)) for s in _SPLITS}
+    temps = {(s, i): os.path.join(output_dir, f".{s}-{i:05d}.tmp-{os.getpid()}")
+             for s in _SPLITS for i in range(slots[s])}
+    manifest_tmp = os.path.join(output_dir, f".{MANIFEST_NAME}.tmp-{os.getpid()}")
+    writers, entries, shard_of = {}, [], {}
     try:
         options = tf.io.TFRecordOptions(compression_type=compression or "")
-        for name, tmp in temps.items():
-            writers[name] = tf.io.TFRecordWriter(tmp, options)
+        for key, tmp in temps.items():
+            writers[key] = tf.io.TFRecordWriter(tmp, options)
         position = {s: 0 for s in _SPLITS}
         for k, case in enumerate(cases):
             if progress:
@@ -271,15 +258,21 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
                     raise
                 skipped[case.case_id] = str(e)
                 continue
-            name = names[s][position[s] % counts[s]]
+            key = (s, position[s] % slots[s])
             position[s] += 1
-            writers[name].write(record)
-            entries.append(dict(entry, split=s, shard=name))
-            shard_cases[name].append(case.case_id)
+            writers[key].write(record)
+            entries.append(dict(entry, split=s))
+            shard_of[case.case_id] = key
         for writer in writers.values():
             writer.close()
         if not entries:
-            raise DataError(f"{output_dir}: no usable cases ({len(skipped)} skipped)")
+            reasons = "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())[:3])
+            raise DataError(f"{output_dir}: no usable cases ({len(skipped)} skipped: {reasons})")
+        # Shards left empty by skipped cases are dropped; the names count the others.
+        used = {s: min(slots[s], position[s]) for s in _SPLITS}
+        names = {(s, i): shard_name(s, i, used[s], compression) for s in _SPLITS for i in range(used[s])}
+        for entry in entries:
+            entry["shard"] = names[shard_of[entry["case_id"]]]
         manifest = {
             "format_version": FORMAT_VERSION,
             "preset": effective.to_dict(),
@@ -288,33 +281,44 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
             "val_fraction": val_fraction,
             "num_shards": num_shards,
             "splits": {s: [e["case_id"] for e in entries if e["split"] == s] for s in _SPLITS},
-            "shards": [{"file": n, "split": s, "cases": shard_cases[n], "bytes": os.path.getsize(temps[n]),
-                        "sha256": _sha256(temps[n])} for s in _SPLITS for n in names[s]],
+            "shards": [{"file": name, "split": key[0], "cases": [e["case_id"] for e in entries if e["shard"] == name],
+                        "bytes": os.path.getsize(temps[key]), "sha256": _sha256(temps[key])}
+                       for key, name in names.items()],
             "cases": entries,
             "skipped": [{"case_id": k, "error": v} for k, v in sorted(skipped.items())],
         }
-        manifest_tmp = os.path.join(output_dir, f".{MANIFEST_NAME}.tmp-{os.getpid()}")
-        temps[MANIFEST_NAME] = manifest_tmp
         with open(manifest_tmp, "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.write("\n")
         old = _old_shards(output_dir)
-        for name, tmp in temps.items():
-            if name != MANIFEST_NAME:
-                os.replace(tmp, os.path.join(output_dir, name))
+        for key, name in names.items():
+            os.replace(temps[key], os.path.join(output_dir, name))
         os.replace(manifest_tmp, os.path.join(output_dir, MANIFEST_NAME))
-        for name in old - set(names["train"]) - set(names["val"]):
-            path = os.path.join(output_dir, name)
-            if os.path.isfile(path):
-                os.remove(path)
+        for name in old - set(names.values()):
+            if os.path.isfile(os.path.join(output_dir, name)):
+                os.remove(os.path.join(output_dir, name))
+        for key in set(temps) - set(names):
+            os.remove(temps[key])
         return manifest
     except BaseException:
         for writer in writers.values():
             writer.close()
-        for tmp in temps.values():
+        for tmp in [*temps.values(), manifest_tmp]:
             if os.path.exists(tmp):
                 os.remove(tmp)
         raise
+
+
+class _InMemoryCase:
+    """A loaded `CTVolume` in the `case_id` + `load()` shape `write_dataset` iterates."""
+
+    def __init__(self, volume):
+        if not volume.case_id:
+            raise ConfigError(f"{volume.path}: a CTVolume passed to write_dataset needs a case_id")
+        self.case_id, self._volume = volume.case_id, volume
+
+    def load(self):
+        return self._volume
 
 
 def _old_shards(output_dir):
@@ -626,13 +630,24 @@ def _check_sizes(paths, manifest):
                             f"manifest says {info['bytes']})")
 
 
-def verify_shards(paths, manifest):
-    """Checks every shard's sha256 against the manifest; DataError names the first bad shard."""
-    expected = {s["file"]: s["sha256"] for s in manifest["shards"]}
+def verify_shards(paths, manifest=None):
+    """Checks shards fully; DataError names the first bad one.
+
+    With a manifest, compares each shard's sha256; without, reads every record (TFRecord
+    CRCs, and GZIP's) through TensorFlow.
+    """
+    expected = {s["file"]: s["sha256"] for s in manifest["shards"]} if manifest else {}
     for path in paths:
         want = expected.get(os.path.basename(path))
-        if want is not None and _sha256(path) != want:
-            raise DataError(f"{path}: shard is corrupt (sha256 differs from the manifest)")
+        if want is not None:
+            if _sha256(path) != want:
+                raise DataError(f"{path}: shard is corrupt (sha256 differs from the manifest)")
+            continue
+        try:
+            for _ in tf.data.TFRecordDataset(path, compression_type=_compression_of(path)):
+                pass
+        except tf.errors.OpError as e:
+            raise DataError(f"{path}: shard is truncated or corrupt ({e.message.splitlines()[0]})") from None
 
 
 def _compression_of(path):
@@ -686,7 +701,9 @@ def make_dataset(file_pattern, *, mode="dense", stack_size=7, sparse_stride=2, p
         cases_in_flight: decoded cases sampled at once (bounds memory: each is a whole volume).
         shuffle_buffer: examples in the shuffle buffer.
         include_metadata: also yield a dict (case_id, slice, stride, origin) per example.
-        verify: check every shard's sha256 against the manifest first.
+        verify: check every shard fully first (`verify_shards`); without it only shard
+            sizes are checked against the manifest. TensorFlow's own errors for a corrupt
+            record met during iteration do not name the file.
         drop_remainder: drop a last partial batch (default: when repeating).
 
     Returns:
@@ -716,7 +733,7 @@ def make_dataset(file_pattern, *, mode="dense", stack_size=7, sparse_stride=2, p
     else:
         sampler = StackSampler(stack_size, mode, sparse_stride, foreground_fraction, patch_shape)
     paths, manifest = shard_files(file_pattern, split)
-    if verify and manifest:
+    if verify:
         verify_shards(paths, manifest)
     deterministic = seed is not None
     decoder = Decoder()
@@ -798,5 +815,5 @@ def read_cases(source, split="val"):
                                        np.transpose(case["image"].numpy(), (1, 2, 0)),
                                        np.transpose(case["label"].numpy(), (1, 2, 0)),
                                        case["spacing"].numpy().astype(np.float64))
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
+        except tf.errors.OpError as e:
             raise DataError(f"{path}: shard is truncated or corrupt ({e.message.splitlines()[0]})") from None

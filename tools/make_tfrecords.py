@@ -1,0 +1,112 @@
+"""Preprocesses a folder of labelled CT cases into sharded TFRecords plus manifest.json.
+
+    python tools/make_tfrecords.py --input_dir=LiTS/train --output_dir=tfrecords/lits \
+        --preset=ds_nnunet --num_shards=16 --val_fraction=0.2 --seed=0
+
+--input_dir holds LiTS names (volume-N.nii[.gz] + segmentation-N.nii[.gz]) or the Decathlon
+layout (imagesTr/ + labelsTr/). Bad input ends in one `error: ...` line naming the file and
+nothing is left in --output_dir; --skip_bad continues past bad cases and lists them.
+"""
+import sys
+
+import _path  # noqa: F401
+from absl import flags
+
+from liverzoo import cli
+
+cli.quiet_tensorflow()
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input_dir", None, "Folder of cases: LiTS names or Decathlon imagesTr/ + labelsTr/.")
+flags.DEFINE_string("output_dir", None, "Where shards and manifest.json are written.")
+flags.DEFINE_string("preset", None, "Preprocessing preset (model family): lw_hcn, residual_unet, ds_nnunet, ynet3d, lv_net.")
+flags.DEFINE_integer("num_shards", 4, "Shards per split (fewer if a split has fewer cases).")
+flags.DEFINE_float("val_fraction", 0.2, "Share of cases held out for validation (split by case).")
+flags.DEFINE_integer("seed", 0, "Seed of the train/validation split.")
+flags.DEFINE_enum("compression", "GZIP", ["GZIP", "none"], "Shard compression.")
+flags.DEFINE_integer("inplane_size", None, "Override the preset's in-plane size (0: keep the slices as they are).")
+flags.DEFINE_string("target_spacing", None, "Resample to this spacing first, 'x,y,z' in mm (empty entry keeps an axis).")
+flags.DEFINE_bool("skip_bad", False, "Skip cases that cannot be read or fail checks, and list them at the end.")
+
+
+def _target_spacing(text):
+    from liverzoo.errors import ConfigError
+
+    if not text:
+        return None
+    parts = text.split(",")
+    try:
+        values = [float(p) if p.strip() else None for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3 or any(v is not None and v <= 0 for v in values):
+        raise ConfigError(f"--target_spacing={text}: expected three positive numbers 'x,y,z' (empty keeps an axis)")
+    return tuple(values)
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; one line per case in a log."""
+
+    def __init__(self, stream=sys.stderr, width=30):
+        self.stream, self.width = stream, width
+        self.tty = stream.isatty()
+
+    def __call__(self, index, total, case_id):
+        done = int(self.width * index / max(total, 1))
+        line = f"[{'#' * done}{'.' * (self.width - done)}] {index + 1}/{total} {case_id}"
+        if self.tty:
+            self.stream.write("\r" + line[:120].ljust(120))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if self.tty:
+            self.stream.write("\n")
+
+
+def main(argv):
+    from liverzoo.data import io, preprocess
+    from liverzoo.errors import ConfigError
+
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("input_dir", "output_dir", "preset"):
+        if not getattr(FLAGS, name):
+            raise ConfigError(f"--{name} is required")
+    preprocess.get_preset(FLAGS.preset)
+    if FLAGS.num_shards < 1:
+        raise ConfigError(f"--num_shards={FLAGS.num_shards}: must be at least 1")
+    if not 0 <= FLAGS.val_fraction < 1:
+        raise ConfigError(f"--val_fraction={FLAGS.val_fraction}: must be in [0, 1)")
+    if FLAGS.inplane_size is not None and FLAGS.inplane_size < 0:
+        raise ConfigError(f"--inplane_size={FLAGS.inplane_size}: must be 0 (keep) or a positive size")
+    target_spacing = _target_spacing(FLAGS.target_spacing)
+    # Cheap checks first: a wrong folder fails before TensorFlow is imported.
+    cases = io.find_cases(FLAGS.input_dir)
+    io.check_output_dir(FLAGS.output_dir)
+
+    from liverzoo.data import tfrecord
+
+    progress = _Progress()
+    try:
+        manifest = tfrecord.write_dataset(
+            cases, FLAGS.output_dir, preset=FLAGS.preset, num_shards=FLAGS.num_shards,
+            val_fraction=FLAGS.val_fraction, seed=FLAGS.seed,
+            compression=None if FLAGS.compression == "none" else "GZIP",
+            inplane_size=FLAGS.inplane_size, target_spacing=target_spacing,
+            skip_bad=FLAGS.skip_bad, progress=progress)
+    finally:
+        progress.close()
+    splits = manifest["splits"]
+    slices = sum(c["num_slices"] for c in manifest["cases"])
+    print(f"wrote {len(splits['train'])} train + {len(splits['val'])} val cases ({slices} slices) in "
+          f"{len(manifest['shards'])} shards to {FLAGS.output_dir} (preset {FLAGS.preset})")
+    if manifest["skipped"]:
+        print(f"skipped {len(manifest['skipped'])} bad case(s):")
+        for item in manifest["skipped"]:
+            print(f"  {item['case_id']}: {item['error']}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
