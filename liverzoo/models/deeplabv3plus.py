@@ -246,7 +246,8 @@ def load_encoder_weights(model, weights_path, prefix="encoder", *, source_kwargs
     try:
         source = _source_model(weights_path, source_kwargs, channels)
     except (ValueError, OSError, KeyError) as e:
-        raise ConfigError(f"cannot read encoder weights from {weights_path!r}: {e}") from e
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read encoder weights from {weights_path!r}: {first_line}") from e
     source_layers = {layer.name: layer for layer in _nested_layers(source)}
     updates = []
     for layer in targets:
