@@ -74,3 +74,12 @@ SPECS.update(
     deeplabv3plus=ModelSpec("2d", "lw_hcn", (128, 128, 1), (512, 512, 1), None,
                             "001_bb2d5e6c0ac559d5.txt", (32, 32, 1)),
 )
+
+# LW-HCN (../shared/papers/001): 2D Xception bottom + 3D factorized convs; conv_type gives Table 1.
+from liverzoo.models.lw_hcn import build_lw_hcn  # noqa: E402
+
+MODELS.update(lw_hcn=build_lw_hcn)
+SPECS.update(
+    lw_hcn=ModelSpec("3d", "lw_hcn", (12, 128, 128, 1), (12, 256, 256, 1), 3_600_000,
+                     "001_bb2d5e6c0ac559d5.txt", (8, 32, 32, 1)),
+)
