@@ -1,0 +1,190 @@
+"""tools/predict.py: masks aligned with the input, probabilities, folders, model formats, bad input."""
+import importlib
+import re
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from liverzoo.errors import ConfigError, DataError
+from tests.conftest import REPO
+
+CT = "totalseg_example_ct_sm.nii.gz"  # real CT, 122x101x30, 3 mm
+
+
+@pytest.fixture(scope="module")
+def predict_tool():
+    """tools/predict.py imported as a module (for its loaders)."""
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        return importlib.import_module("predict")
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(tmp_path_factory):
+    """A tiny fully convolutional 2D model (any plane size), saved as .keras."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((None, None, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    out = keras.layers.Conv2D(3, 3, padding="same", activation="softmax")(h)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    keras.Model(x, out, name="tiny").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ct_volume(shared_ct_dir):
+    from liverzoo.data.io import load_volume
+
+    return load_volume(str(shared_ct_dir / CT))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(REPO / "tools" / "predict.py"), *args],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def error_lines(result):
+    assert "Traceback" not in result.stderr, result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_predict_folder_skip_bad_probabilities_and_alignment(tiny_model_path, shared_ct_dir, tmp_path):
+    """Masks have the input's affine, shape and axis order and equal segment() in-process;
+    a bad case fails the run with one line and no output, or is skipped with --skip_bad."""
+    import keras
+
+    from liverzoo.data.io import load_volume
+    from liverzoo.inference import segment
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a_bad.nii.gz").write_bytes(b"not a nifti file")
+    (inputs / "notes.txt").write_text("ignored")
+    # The CT stored in a non-canonical axis order: the mask must be written back in it.
+    image = nib.load(str(shared_ct_dir / CT))
+    flip = np.array([[-1, 0, 0, image.shape[0] - 1], [0, 1, 0, 0], [0, 0, -1, image.shape[2] - 1], [0, 0, 0, 1]])
+    flipped = nib.Nifti1Image(np.asarray(image.dataobj)[::-1, :, ::-1].copy(), image.affine @ flip)
+    nib.save(flipped, str(inputs / "b_good.nii.gz"))
+    out = tmp_path / "out"
+    args = [f"--model_path={tiny_model_path}", "--model=residual_unet", f"--input={inputs}", f"--output={out}",
+            "--save_probabilities"]
+
+    result = run_cli(*args)
+    assert result.returncode == 1
+    errors = error_lines(result)
+    assert len(errors) == 1 and "case a_bad" in errors[0] and "a_bad.nii.gz" in errors[0], errors
+    assert not out.exists() or not list(out.iterdir())
+
+    result = run_cli(*args, "--skip_bad")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["b_good.nii.gz", "b_good_probabilities.nii.gz"]
+    assert "skipped: case a_bad" in result.stderr and "case 2/2 b_good" in result.stderr
+    assert "segmented 1 case(s), skipped 1" in result.stdout
+
+    mask_img = nib.load(str(out / "b_good.nii.gz"))
+    np.testing.assert_allclose(mask_img.affine, flipped.affine, atol=1e-4)
+    assert mask_img.shape == flipped.shape and mask_img.get_data_dtype() == np.uint8
+    mask = np.asarray(mask_img.dataobj)
+    ct = load_volume(str(inputs / "b_good.nii.gz"))
+    expected = segment(keras.saving.load_model(tiny_model_path), ct, model_name="residual_unet")
+    np.testing.assert_array_equal(mask, ct.to_source(expected))
+    assert set(np.unique(mask)) <= {0, 1, 2} and mask.any()
+    probs = np.asarray(nib.load(str(out / "b_good_probabilities.nii.gz")).dataobj)
+    assert probs.shape == flipped.shape + (3,)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
+
+
+BAD_FLAGS = [
+    (["--model_path={missing}", "--input={ct}", "--output={out}"], "--model_path .*no such file"),
+    (["--model_path={model}", "--input={tmp}/x.txt", "--output={out}"], "--input .*x.txt: no such file"),
+    (["--model_path={model}", "--input={ct}"], "--output is required"),
+    (["--model_path={model}", "--input={tmp}/in", "--output={out}"], "several inputs need an output folder"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_FLAGS, ids=["no_model_file", "no_input", "no_output", "folder_to_file"])
+def test_bad_flags_one_error_line(tiny_model_path, shared_ct_dir, tmp_path, args, message):
+    """Flag errors are found before TensorFlow loads: fast, one line, nothing written."""
+    (tmp_path / "in").mkdir()
+    for name in ("a.nii.gz", "b.nii"):
+        shutil.copy(shared_ct_dir / CT, tmp_path / "in" / name)
+    values = dict(missing=tmp_path / "missing.keras", model=tiny_model_path, ct=shared_ct_dir / CT,
+                  out=tmp_path / "out.nii.gz", tmp=tmp_path)
+    result = run_cli(*[a.format(**values) for a in args])
+    assert result.returncode == 1
+    errors = error_lines(result)
+    assert len(errors) == 1 and re.search(message, errors[0]), result.stderr
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_model_names(predict_tool, tiny_model_path):
+    _, kwargs = predict_tool.load_model(str(tiny_model_path), "residual_unet")
+    assert kwargs["spec"].preset == "residual_unet"
+    with pytest.raises(ConfigError, match="not a zoo name; pass --model"):
+        predict_tool.load_model(str(tiny_model_path))
+    with pytest.raises(ConfigError, match="--model 'nope': not a zoo model"):
+        predict_tool.load_model(str(tiny_model_path), "nope")
+
+
+def test_savedmodel_and_tflite_give_the_keras_mask(predict_tool, tiny_model_path, ct_volume, tmp_path):
+    """The three model formats segment the same CT alike (fixed 64x64 input: tiled plane)."""
+    import keras
+
+    from liverzoo import export
+    from liverzoo.inference import segment
+
+    x = keras.Input((64, 64, 1))
+    fixed = keras.Model(x, keras.saving.load_model(tiny_model_path)(x), name="tiny")
+    reference = segment(fixed, ct_volume, model_name="residual_unet")
+    assert reference.any()
+
+    saved = tmp_path / "saved"
+    export.export_saved_model(fixed, str(saved))
+    with pytest.raises(ConfigError, match="pass --model"):
+        predict_tool.load_model(str(saved))
+    model, kwargs = predict_tool.load_model(str(saved), "residual_unet")
+    np.testing.assert_array_equal(segment(model, ct_volume, **kwargs), reference)
+
+    tflite = tmp_path / "tiny.tflite"
+    export.write_tflite(export.convert_tflite(fixed, "none", metadata=export.zoo_metadata(fixed, name="residual_unet")),
+                        str(tflite))
+    model, kwargs = predict_tool.load_model(str(tflite))  # kind and preset from the file's metadata
+    assert kwargs["kind"] == "2d" and kwargs["preset"] == "residual_unet"
+    assert np.mean(segment(model, ct_volume, **kwargs) == reference) > 0.999
+
+
+def test_model_that_does_not_fit_the_volume(ct_volume):
+    """A fixed 512x512 input cannot take residual_unet's 256x256 working plane."""
+    import keras
+
+    from liverzoo.inference import segment
+
+    x = keras.Input((512, 512, 1))
+    big = keras.Model(x, keras.layers.Conv2D(3, 1, activation="softmax")(x), name="big")
+    with pytest.raises(DataError, match="smaller than the model's input 512x512"):
+        segment(big, ct_volume, model_name="residual_unet")
+
+
+def test_find_inputs_kinds(predict_tool, tmp_path):
+    """A file, a folder of NIfTI files (sorted, others ignored), or a DICOM series folder."""
+    (tmp_path / "cases").mkdir()
+    for name in ("b.nii", "a.nii.gz", ".hidden.nii.gz", "readme.md"):
+        (tmp_path / "cases" / name).write_bytes(b"")
+    cases, many = predict_tool.find_inputs(str(tmp_path / "cases"))
+    assert [c for c, _ in cases] == ["a", "b"] and many
+    assert predict_tool.output_paths(cases, str(tmp_path / "o"), many)["a"] == str(tmp_path / "o" / "a.nii.gz")
+    (tmp_path / "series1").mkdir()
+    (tmp_path / "series1" / "IM0001").write_bytes(b"")
+    cases, many = predict_tool.find_inputs(str(tmp_path / "series1") + "/")
+    assert cases == [("series1", str(tmp_path / "series1") + "/")] and not many
+    assert predict_tool.probabilities_path(str(tmp_path / "m.nii")) == str(tmp_path / "m_probabilities.nii.gz")
+    with pytest.raises(ConfigError, match="expected a .nii/.nii.gz file"):
+        predict_tool.find_inputs(str(tmp_path / "cases" / "readme.md"))
