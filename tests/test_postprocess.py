@@ -74,3 +74,15 @@ def test_largest_component_is_26_connected_and_empty_safe():
     np.testing.assert_array_equal(largest_component(m), m & ~(np.indices(m.shape)[0] == 5))
     assert not largest_component(np.zeros((3, 3, 3), bool)).any()
     assert not postprocess(np.zeros((3, 3, 3), np.uint8)).any()
+
+
+def test_phantom_label_survives_and_planted_blob_goes():
+    from liverzoo.data.phantom import make_phantom
+
+    _, label = make_phantom((48, 40, 16), seed=0)
+    assert label.max() == 2
+    np.testing.assert_array_equal(postprocess(label), label)  # one liver, no holes: unchanged
+    planted = label.copy()
+    planted[0:3, 0:3, 0:3] = 1  # far from the phantom's liver
+    assert np.all(label[0:3, 0:3, 0:3] == 0)
+    np.testing.assert_array_equal(postprocess(planted), label)
