@@ -89,16 +89,20 @@ def patch_origin(shape, patch_shape, center=None, rng=None):
 def crop_or_pad(volume, origin, patch_shape, pad_value=0):
     """The `patch_shape` block of `volume` starting at `origin`; outside voxels get `pad_value`.
 
+    Crops the leading `len(patch_shape)` axes; any further axes (e.g. the T slices of a
+    stack) are kept whole.
+
     Example:
         >>> crop_or_pad(np.ones((2, 2)), (-1, 0), (3, 2)).tolist()
         [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
     """
-    out = np.full(patch_shape, pad_value, dtype=volume.dtype)
+    patch_shape = tuple(int(p) for p in patch_shape)
+    out = np.full(patch_shape + volume.shape[len(patch_shape):], pad_value, dtype=volume.dtype)
     src, dst = [], []
     for o, n, p in zip(origin, volume.shape, patch_shape):
-        a, b = max(o, 0), min(o + p, n)
+        a, b = max(int(o), 0), min(int(o) + p, n)
         src.append(slice(a, max(a, b)))
-        dst.append(slice(a - o, a - o + max(0, b - a)))
+        dst.append(slice(a - int(o), a - int(o) + max(0, b - a)))
     out[tuple(dst)] = volume[tuple(src)]
     return out
 
