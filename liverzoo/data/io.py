@@ -102,7 +102,8 @@ def _read_nifti(path):
     try:
         image = nib.load(path)
     except Exception as e:  # nibabel raises ImageFileError, gzip/zlib errors, struct errors...
-        raise DataError(f"{path}: not a readable NIfTI file ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: not a readable NIfTI file: not NIfTI, or truncated/corrupt "
+                        f"({type(e).__name__}: {e})") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(f"{path}: not a NIfTI file (nibabel reads it as {type(image).__name__})")
     shape = image.shape

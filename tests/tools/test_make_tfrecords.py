@@ -1,0 +1,96 @@
+"""tools/make_tfrecords.py end to end (subprocess): both folder layouts, progress, --skip_bad,
+and bad input ending in one `error:` line, exit 1, no traceback, nothing left behind."""
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from liverzoo.data.phantom import save_phantom
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+# TensorFlow's C++ start-up lines are not ours; everything else on stderr is.
+TF_LOG = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d:\d\d)")
+
+
+def run_tool(*flags):
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "make_tfrecords.py"), *flags], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    stderr = [line for line in result.stderr.splitlines() if line.strip() and not TF_LOG.match(line)]
+    return result, stderr
+
+
+def _truncate(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+
+
+def test_decathlon_layout_with_skip_bad(tmp_path):
+    for sub in ("imagesTr", "labelsTr"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+    for k in range(4):
+        save_phantom(tmp_path / "in" / "imagesTr" / f"liver_{k}.nii.gz", tmp_path / "in" / "labelsTr" / f"liver_{k}.nii.gz",
+                     (24, 24, 6), seed=k)
+    bad = tmp_path / "in" / "imagesTr" / "liver_3.nii.gz"
+    _truncate(bad)
+    out = tmp_path / "out"
+    result, stderr = run_tool(f"--input_dir={tmp_path / 'in'}", f"--output_dir={out}", "--preset=lv_net",
+                              "--inplane_size=16", "--num_shards=2", "--val_fraction=0.34", "--compression=none",
+                              "--skip_bad")
+    assert result.returncode == 0, result.stderr
+    assert [line.split("] ")[1] for line in stderr] == [f"{k + 1}/4 liver_{k}" for k in range(4)]  # progress
+    assert "wrote 2 train + 1 val cases" in result.stdout
+    assert "skipped 1 bad case(s)" in result.stdout and f"liver_3: {bad}" in result.stdout
+    manifest = json.load(open(out / "manifest.json"))
+    assert manifest["preset"]["name"] == "lv_net" and manifest["preset"]["inplane_size"] == 16
+    assert sorted(os.listdir(out)) == sorted([s["file"] for s in manifest["shards"]] + ["manifest.json"])
+    assert all(s["file"].endswith(".tfrecord") for s in manifest["shards"])
+
+
+def test_bad_case_one_error_line_and_previous_output_kept(tmp_path):
+    (tmp_path / "in").mkdir()
+    for k in range(2):
+        save_phantom(tmp_path / "in" / f"volume-{k}.nii", tmp_path / "in" / f"segmentation-{k}.nii", (24, 24, 6), seed=k)
+    out = tmp_path / "out"
+    pytest.importorskip("tensorflow")
+    from liverzoo.data import io, tfrecord
+
+    tfrecord.write_dataset(io.find_cases(tmp_path / "in"), out, preset="residual_unet", inplane_size=16)
+    flags = [f"--input_dir={tmp_path / 'in'}", f"--output_dir={out}", "--preset=residual_unet", "--inplane_size=16"]
+    before = {name: open(out / name, "rb").read() for name in os.listdir(out)}
+    save_phantom(tmp_path / "in" / "volume-2.nii.gz", tmp_path / "in" / "segmentation-2.nii.gz", (24, 24, 6), seed=2)
+    _truncate(tmp_path / "in" / "segmentation-2.nii.gz")
+    result, stderr = run_tool(*flags)
+    assert result.returncode == 1
+    errors = [line for line in stderr if not line.startswith("[")]
+    assert errors == [errors[0]] and errors[0].startswith("error: ")
+    assert f"error: {tmp_path / 'in' / 'segmentation-2.nii.gz'}: " in errors[0] and "truncated" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert {name: open(out / name, "rb").read() for name in os.listdir(out)} == before  # nothing half-written
+
+
+@pytest.mark.parametrize("setup,flags,message", [
+    (None, ["--preset=unet"], "unknown preset 'unet'; valid presets: ds_nnunet, lv_net, lw_hcn, residual_unet, ynet3d"),
+    ("empty", [], "no cases found"),
+    ("unpaired", [], "unpaired files"),
+    ("blocked", [], "output folder is not writable"),
+    (None, ["--input_dir="], "--input_dir is required"),
+    (None, ["--target_spacing=1,x"], "--target_spacing=1,x"),
+])
+def test_fast_errors(tmp_path, setup, flags, message):
+    (tmp_path / "in").mkdir()
+    output = tmp_path / "out"
+    if setup == "unpaired":
+        (tmp_path / "in" / "volume-1.nii").write_bytes(b"")
+    if setup in ("blocked", None):
+        save_phantom(tmp_path / "in" / "volume-1.nii", tmp_path / "in" / "segmentation-1.nii", (8, 8, 2))
+    if setup == "blocked":
+        (tmp_path / "file").write_text("")
+        output = tmp_path / "file" / "out"
+    result, stderr = run_tool(f"--input_dir={tmp_path / 'in'}", f"--output_dir={output}", "--preset=lv_net", *flags)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(stderr) == 1 and stderr[0].startswith("error: ") and message in stderr[0], result.stderr
+    assert not output.exists()
