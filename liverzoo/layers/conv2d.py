@@ -61,8 +61,8 @@ class SubPixelUpsampling(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
-        scaled = lambda d: None if d is None else d * self.scale  # noqa: E731
-        return (b, scaled(h), scaled(w), c // (self.scale**2))
+        h, w = (None if d is None else d * self.scale for d in (h, w))
+        return (b, h, w, None if c is None else c // (self.scale**2))
 
     def get_config(self):
         config = super().get_config()

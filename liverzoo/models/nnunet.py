@@ -97,21 +97,16 @@ def build_ds_nnunet(input_shape, num_classes=3, *, deep_supervision=True, filter
     """DS nnU-Net: 2.5D nnU-Net with depthwise-separable convs (T = 7 slices by default).
 
     ../shared/papers/000_ebe0050d52f538d0.txt (Sec. III-B, Table I: 7.7 M parameters).
-    See `build_nnunet` for the topology and the outputs.
 
     Args:
         input_shape: `(H, W, T)`, H and W divisible by 128, T odd (the paper: T = 7).
-        num_classes: output classes.
-        deep_supervision: return `[main, aux...]` (nnU-Net default) or the main output.
-        filters: channels per stage (nnU-Net LiTS 2D plan).
-        name: model name.
+        num_classes, deep_supervision, filters, name: as in `build_nnunet`.
 
     Returns:
-        A `keras.Model`, see `build_nnunet`.
+        `build_nnunet(..., separable=True)`.
 
     Example:
-        >>> model = build_ds_nnunet((512, 512, 7))
-        >>> model.count_params()
+        >>> build_ds_nnunet((512, 512, 7)).count_params()
         7750047
     """
     return build_nnunet(
@@ -120,24 +115,19 @@ def build_ds_nnunet(input_shape, num_classes=3, *, deep_supervision=True, filter
 
 
 def build_nnunet_2d(input_shape, num_classes=3, *, deep_supervision=True, filters=LITS_2D_FILTERS, name="nnunet_2d"):
-    """2D nnU-Net baseline (standard 3x3 convs), the reference of DS nnU-Net.
+    """2D nnU-Net baseline with standard convs (Table I of 000_ebe0050d52f538d0.txt: 41 M).
 
-    ../shared/papers/000_ebe0050d52f538d0.txt (Table I: 41 M parameters). With T > 1 it is
-    the paper's nnU-Net-DS / nnU-Net-DSD variant fed with slice stacks.
+    With T > 1 slices it is the paper's nnU-Net-DS / nnU-Net-DSD fed with slice stacks.
 
     Args:
         input_shape: `(H, W, T)`, H and W divisible by 128, T odd (T = 1: plain 2D).
-        num_classes: output classes.
-        deep_supervision: return `[main, aux...]` (nnU-Net default) or the main output.
-        filters: channels per stage (nnU-Net LiTS 2D plan).
-        name: model name.
+        num_classes, deep_supervision, filters, name: as in `build_nnunet`.
 
     Returns:
-        A `keras.Model`, see `build_nnunet`.
+        `build_nnunet(..., separable=False)`.
 
     Example:
-        >>> model = build_nnunet_2d((512, 512, 1))
-        >>> model.count_params()
+        >>> build_nnunet_2d((512, 512, 1)).count_params()
         41262912
     """
     return build_nnunet(
