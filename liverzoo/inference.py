@@ -408,7 +408,9 @@ def segment(
         spec = SPECS[model_name]
     predict_fn, kind, preset, input_shape = _resolve_model(model, spec, kind, preset, input_shape)
     image, _, _ = prepare_volume(ct.array, ct.spacing, preset, inplane_size=inplane_size)
-    probs = predict_volume(predict_fn, image, kind=kind, input_shape=input_shape, **predict_kwargs)
+    # Handed over slice-major, so predict_volume needs no copy of its own.
+    image = np.ascontiguousarray(np.moveaxis(image, 2, 0))
+    probs = predict_volume(predict_fn, np.moveaxis(image, 0, 2), kind=kind, input_shape=input_shape, **predict_kwargs)
     del image
     full = np.empty(ct.array.shape + (probs.shape[-1],), np.float32) if return_probabilities else None
     labels = probabilities_to_grid(probs, ct.array.shape, out=full)
