@@ -6,6 +6,8 @@ options, then checked for: output shapes, softmax, `.keras` save + reload with
 tiny batch lower the loss. Bad builder arguments must raise `ConfigError` before any graph
 is built.
 """
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -103,6 +105,20 @@ def test_training_steps_lower_the_loss(name, built):
     losses = [float(np.ravel(model.train_on_batch(x, targets))[0]) for _ in range(5)]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_spec_is_consistent(name):
+    from liverzoo.data.preprocess import PRESETS
+
+    spec = models.SPECS[name]
+    assert spec.preset in PRESETS
+    rank = {"2d": 3, "3d": 4}[spec.kind]
+    for shape in (spec.default_input_shape, spec.paper_input_shape, spec.tiny_input_shape):
+        assert len(shape) == rank and all(isinstance(d, int) and d > 0 for d in shape), shape
+    papers = pathlib.Path(__file__).resolve().parents[3] / "shared" / "papers"
+    if papers.is_dir():
+        assert (papers / spec.paper).is_file(), spec.paper
 
 
 def _bad_cases(name):
