@@ -670,7 +670,7 @@ def _records(paths, shuffle, seed, repeat, deterministic):
 
 
 def make_dataset(file_pattern, *, mode="dense", stack_size=7, sparse_stride=2, patch_shape=None, batch_size=16,
-                 shuffle=True, repeat=True, foreground_fraction=0.5, augment=None, seed=None, samples_per_case=16,
+                 shuffle=True, repeat=True, foreground_fraction=0.5, augment=None, seed=None, samples_per_case=64,
                  split="train", cases_in_flight=4, shuffle_buffer=64, include_metadata=False, verify=False,
                  drop_remainder=None):
     """A tf.data pipeline of training batches from TFRecord shards.
