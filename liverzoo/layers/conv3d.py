@@ -88,8 +88,11 @@ class _FoldedConv3DBase(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
 
-    # Subclasses define: _kernel_shape(channels), _out_channels(channels), _conv2d(x, kernel_4d, ...)
-    # and _fold_kernel(kernel, taps) -> one 2D kernel per depth tap.
+    # Subclasses set _op (a keras.ops 2D convolution) and _kernel_arg (the constructor's name for
+    # the kernel: "kernel" or "depthwise"), and define _kernel_shape(channels),
+    # _out_channels(channels) and _fold_kernel(kernel) (one depth tap -> a 2D kernel).
+    _op = None
+    _kernel_arg = "kernel"
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -141,6 +144,9 @@ class _FoldedConv3DBase(keras.layers.Layer):
         _, ho, wo, n = keras.ops.shape(y)
         return keras.ops.reshape(y, (b, -1, ho, wo, n))
 
+    def _conv2d(self, x, kernel, strides, dilation):
+        return self._op(x, kernel, strides=strides, padding=self.padding, dilation_rate=dilation)
+
     def _add_bias(self, y):
         return y if self.bias is None else y + self.bias
 
@@ -171,6 +177,8 @@ class _FoldedConv3DBase(keras.layers.Layer):
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
         )
+        config[f"{self._kernel_arg}_initializer"] = keras.initializers.serialize(self.kernel_initializer)
+        config[f"{self._kernel_arg}_regularizer"] = keras.regularizers.serialize(self.kernel_regularizer)
         return config
 
 
@@ -205,6 +213,8 @@ class FoldedConv3D(_FoldedConv3DBase):
         TensorShape([1, 4, 16, 16, 8])
     """
 
+    _op = staticmethod(keras.ops.conv)
+
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, **kwargs):
         super().__init__(kernel_size, strides=strides, padding=padding, dilation_rate=dilation_rate, **kwargs)
         if not isinstance(filters, int) or filters < 1:
@@ -220,16 +230,9 @@ class FoldedConv3D(_FoldedConv3DBase):
     def _fold_kernel(self, kernel):
         return kernel
 
-    def _conv2d(self, x, kernel, strides, dilation):
-        return keras.ops.conv(x, kernel, strides=strides, padding=self.padding, dilation_rate=dilation)
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-        )
+        config.update(filters=self.filters)
         return config
 
 
@@ -267,6 +270,9 @@ class DepthwiseConv3D(_FoldedConv3DBase):
         (5, 5, 5, 1, 4)
     """
 
+    _op = staticmethod(keras.ops.depthwise_conv)
+    _kernel_arg = "depthwise"
+
     def __init__(
         self,
         kernel_size,
@@ -301,14 +307,7 @@ class DepthwiseConv3D(_FoldedConv3DBase):
         # (kh, kw, 1, C*m) -> (kh, kw, C, m): grouped-conv channel order is channel-major.
         return keras.ops.reshape(kernel, (*kernel.shape[:2], -1, self.depth_multiplier))
 
-    def _conv2d(self, x, kernel, strides, dilation):
-        return keras.ops.depthwise_conv(x, kernel, strides=strides, padding=self.padding, dilation_rate=dilation)
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            depth_multiplier=self.depth_multiplier,
-            depthwise_initializer=keras.initializers.serialize(self.kernel_initializer),
-            depthwise_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-        )
+        config.update(depth_multiplier=self.depth_multiplier)
         return config
