@@ -28,7 +28,8 @@ def _check_input_shape(name, input_shape, num_classes):
     if isinstance(shape, tuple) and len(shape) == 4 and None in shape[:3]:
         if shape[3] is None:
             raise ConfigError(f"{name}: input_shape must give the channel count, got {input_shape!r}")
-        # Check the known sizes with the known-size rules; None sizes are checked at run time by the graph.
+        # Known sizes get the usual checks; unknown H, W must be multiples of 8 when the model
+        # runs (otherwise the skip concatenations fail on mismatched sizes).
         known = tuple(STRIDE if d is None else d for d in shape[:3]) + (shape[3],)
         check_builder_args(name, known, num_classes, rank=4, divisor=(1, STRIDE, STRIDE))
         return shape
