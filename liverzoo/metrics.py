@@ -81,6 +81,21 @@ def _ratio(num, den, empty):
     return num / den if den else empty
 
 
+def _overlap(pred, ref):
+    """The voxel-count measures of two masks, each defined in one place."""
+    tp, fp, fn, tn = _counts(*_pair(pred, ref))
+    return {
+        "dice": _ratio(2.0 * tp, 2 * tp + fp + fn, 1.0),
+        "jaccard": _ratio(float(tp), tp + fp + fn, 1.0),
+        "sensitivity": _ratio(float(tp), tp + fn, _NAN),
+        "specificity": _ratio(float(tn), tn + fp, _NAN),
+        "precision": _ratio(float(tp), tp + fp, _NAN),
+        "pred_voxels": tp + fp,
+        "ref_voxels": tp + fn,
+        "intersection": tp,
+    }
+
+
 def dice(pred, ref):
     """Dice coefficient 2|P∩R|/(|P|+|R|); 1.0 when both masks are empty (LiTS, MedPy `dc`).
 
@@ -95,8 +110,7 @@ def dice(pred, ref):
         >>> dice(np.array([1, 1, 0]), np.array([1, 0, 0]))
         0.6666666666666666
     """
-    tp, fp, fn, _ = _counts(*_pair(pred, ref))
-    return _ratio(2.0 * tp, 2 * tp + fp + fn, 1.0)
+    return _overlap(pred, ref)["dice"]
 
 
 def jaccard(pred, ref):
@@ -113,8 +127,7 @@ def jaccard(pred, ref):
         >>> jaccard(np.array([1, 1, 0]), np.array([1, 0, 0]))
         0.5
     """
-    tp, fp, fn, _ = _counts(*_pair(pred, ref))
-    return _ratio(float(tp), tp + fp + fn, 1.0)
+    return _overlap(pred, ref)["jaccard"]
 
 
 def voe(pred, ref):
@@ -169,8 +182,7 @@ def sensitivity(pred, ref):
         >>> sensitivity(np.array([1, 0, 0]), np.array([1, 1, 0]))
         0.5
     """
-    tp, _, fn, _ = _counts(*_pair(pred, ref))
-    return _ratio(float(tp), tp + fn, _NAN)
+    return _overlap(pred, ref)["sensitivity"]
 
 
 def specificity(pred, ref):
@@ -187,8 +199,7 @@ def specificity(pred, ref):
         >>> specificity(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]))
         0.6666666666666666
     """
-    _, fp, _, tn = _counts(*_pair(pred, ref))
-    return _ratio(float(tn), tn + fp, _NAN)
+    return _overlap(pred, ref)["specificity"]
 
 
 def precision(pred, ref):
@@ -205,8 +216,7 @@ def precision(pred, ref):
         >>> precision(np.array([1, 1, 0]), np.array([1, 0, 0]))
         0.5
     """
-    tp, fp, _, _ = _counts(*_pair(pred, ref))
-    return _ratio(float(tp), tp + fp, _NAN)
+    return _overlap(pred, ref)["precision"]
 
 
 def _spacing(spacing, ndim):
@@ -332,22 +342,14 @@ def binary_scores(pred, ref, spacing=None):
         (0.6666666666666666, 1.0, 1.0)
     """
     pred, ref = _pair(pred, ref)
-    tp, fp, fn, tn = _counts(pred, ref)
-    scores = {
-        "dice": _ratio(2.0 * tp, 2 * tp + fp + fn, 1.0),
-        "jaccard": _ratio(float(tp), tp + fp + fn, 1.0),
-        "rvd": rvd(pred, ref),
-        "sensitivity": _ratio(float(tp), tp + fn, _NAN),
-        "specificity": _ratio(float(tn), tn + fp, _NAN),
-        "precision": _ratio(float(tp), tp + fp, _NAN),
-    }
+    scores = _overlap(pred, ref)
     scores["voe"] = 1.0 - scores["jaccard"]
-    if tp + fp and tp + fn:
+    scores["rvd"] = rvd(pred, ref)
+    if scores["pred_voxels"] and scores["ref_voxels"]:
         distances = surface_distances(pred, ref, spacing)
         scores["assd"], scores["mssd"] = _assd(*distances), _mssd(*distances)
     else:
         scores["assd"] = scores["mssd"] = _surface_measure(pred, ref, spacing, None)
-    scores.update(pred_voxels=tp + fp, ref_voxels=tp + fn, intersection=tp)
     return scores
 
 
