@@ -24,6 +24,9 @@ class ModelSpec:
         paper_params: parameter count reported by the paper (None when it reports none).
         paper: file in ../shared/papers the model follows.
         tiny_input_shape: a small shape for unit tests.
+        tiny_kwargs: builder options for unit tests, only where the paper's widths make a
+            test unaffordable (e.g. 3DYNet's 186 M weights): `build(name,
+            input_shape=spec.tiny_input_shape, **spec.tiny_kwargs)`.
     """
 
     kind: str
@@ -33,6 +36,7 @@ class ModelSpec:
     paper_params: object
     paper: str
     tiny_input_shape: tuple
+    tiny_kwargs: dict = dataclasses.field(default_factory=dict)
 
 
 SPECS = {}
@@ -82,4 +86,25 @@ MODELS.update(lw_hcn=build_lw_hcn)
 SPECS.update(
     lw_hcn=ModelSpec("3d", "lw_hcn", (12, 128, 128, 1), (12, 256, 256, 1), 3_600_000,
                      "001_bb2d5e6c0ac559d5.txt", (8, 32, 32, 1)),
+)
+
+# LV-Net and its baselines (../shared/papers/004), 3DYNet (../shared/papers/003).
+from liverzoo.models.lv_net import build_lv_net  # noqa: E402
+from liverzoo.models.unet3d import build_unet3d  # noqa: E402
+from liverzoo.models.vnet import build_vnet  # noqa: E402
+from liverzoo.models.ynet3d import build_ynet3d, build_ynet3d_ee  # noqa: E402
+
+MODELS.update(lv_net=build_lv_net, vnet=build_vnet, unet3d=build_unet3d, ynet3d=build_ynet3d, ynet3d_ee=build_ynet3d_ee)
+SPECS.update(
+    lv_net=ModelSpec("3d", "lv_net", (16, 128, 128, 1), (16, 256, 256, 1), 1_659_282,
+                     "004_e35520e2e41b14d6.txt", (16, 16, 16, 1)),
+    vnet=ModelSpec("3d", "lv_net", (16, 128, 128, 1), (16, 256, 256, 1), 65_173_903,
+                   "004_e35520e2e41b14d6.txt", (16, 16, 16, 1)),
+    unet3d=ModelSpec("3d", "lv_net", (16, 128, 128, 1), (16, 256, 256, 1), 16_320_322,
+                     "004_e35520e2e41b14d6.txt", (8, 16, 16, 1)),
+    # The paper reports no size; its VGG19 widths give 186 M / 169 M weights: tests use 1/8.
+    ynet3d=ModelSpec("3d", "ynet3d", (16, 128, 128, 1), (64, 256, 256, 1), None,
+                     "003_1722e7be9c09b159.txt", (16, 16, 16, 1), {"base_filters": 8}),
+    ynet3d_ee=ModelSpec("3d", "ynet3d", (16, 128, 128, 1), (64, 256, 256, 1), None,
+                        "003_1722e7be9c09b159.txt", (16, 16, 16, 1), {"base_filters": 8}),
 )

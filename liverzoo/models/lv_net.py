@@ -1,0 +1,155 @@
+"""LV-Net: a lightweight V-Net of 3D inverted residual blocks, for phones.
+
+Paper: ../shared/papers/004_e35520e2e41b14d6.txt, "Lightweight V-Net for Liver Segmentation"
+(Lei et al.), Sec. 2 and Figs. 1-2; Table 3: 1,659,282 trainable parameters, 58.07 GFLOPs at
+16x256x256. Every layer is built from TFLite builtins that XNNPACK runs (2D convolutions,
+depthwise 2D convolutions, 2D pooling, bilinear resize), so the model runs on phones.
+"""
+import keras
+
+from liverzoo.errors import ConfigError
+from liverzoo.layers.conv3d import DepthwiseConv3D, FoldedConv3D
+from liverzoo.layers.resample3d import AveragePooling3D, TrilinearUpSampling3D
+from liverzoo.models.checks import check_builder_args
+from liverzoo.models.unet3d import apply_conv3d_norm_act, apply_softmax_head_3d
+
+# V-Net's layout (Milletari et al.) at half its width: channels per level, and inverted
+# residual blocks per stage where V-Net has 5x5x5 convolutions (its first stage's single
+# convolution is the stem).
+LV_NET_FILTERS = (8, 16, 32, 64, 128)
+LV_NET_ENCODER_BLOCKS = (2, 3, 3, 3)  # levels 2..5
+LV_NET_DECODER_BLOCKS = (3, 3, 2, 1)  # coarse to fine
+
+
+def apply_inverted_residual_3d(x, *, expansion=4, kernel_size=5, name):
+    """3D inverted residual bottleneck block (IRB) of LV-Net, after MobileNetV2.
+
+    1x1x1 expansion to `expansion * C` channels + BN + ELU, `kernel_size`^3 depthwise
+    convolution + BN + ELU, 1x1x1 projection back to C + BN (linear bottleneck), plus the
+    input. Weights: `k^3 C e + 2 C^2 e` (+ batch norm), 12.65% of a 5x5x5 convolution at
+    C = 64 (../shared/papers/004_e35520e2e41b14d6.txt, Sec. 2.1, Table 1, Fig. 2a).
+
+    Args:
+        x: input tensor `(B, D, H, W, C)`.
+        expansion: channel expansion rate epsilon (the paper fixes 4).
+        kernel_size: depthwise kernel size (the paper: 5).
+        name: prefix of the layer names.
+
+    Returns:
+        A tensor shaped like `x`.
+
+    Example:
+        >>> inputs = keras.Input((4, 8, 8, 64))
+        >>> model = keras.Model(inputs, apply_inverted_residual_3d(inputs, name="irb"))
+        >>> sum(int(w.numpy().size) for w in model.trainable_weights)  # 64,768 + BN scales/offsets
+        65920
+    """
+    channels = x.shape[-1]
+    y = apply_conv3d_norm_act(
+        x, expansion * channels, kernel_size=1, activation="elu", use_bias=False, conv_cls=FoldedConv3D,
+        name=f"{name}_expand",
+    )
+    y = DepthwiseConv3D(kernel_size, padding="same", use_bias=False, name=f"{name}_depthwise")(y)
+    y = keras.layers.BatchNormalization(name=f"{name}_depthwise_norm")(y)
+    y = keras.layers.ELU(name=f"{name}_depthwise_act")(y)
+    y = apply_conv3d_norm_act(
+        y, channels, kernel_size=1, activation=None, use_bias=False, conv_cls=FoldedConv3D, name=f"{name}_project"
+    )
+    return keras.layers.Add(name=f"{name}_add")([x, y])
+
+
+def _apply_resample(x, filters, *, down, name):
+    """LV-Net's down/up-sampling module: pointwise conv + BN + ELU and 2x average pooling / trilinear up.
+
+    Pooling and trilinear interpolation are linear, so they commute with the pointwise
+    convolution: it runs on the low-resolution side (pooling first going down, upsampling
+    last going up), 8x cheaper than the other way round (Sec. 2.1, Fig. 2b).
+    """
+    if down:
+        x = AveragePooling3D(2, name=f"{name}_pool")(x)
+    x = apply_conv3d_norm_act(
+        x, filters, kernel_size=1, activation="elu", use_bias=False, conv_cls=FoldedConv3D, name=name
+    )
+    return x if down else TrilinearUpSampling3D(2, name=f"{name}_trilinear")(x)
+
+
+def build_lv_net(
+    input_shape,
+    num_classes=3,
+    *,
+    filters=LV_NET_FILTERS,
+    encoder_blocks=LV_NET_ENCODER_BLOCKS,
+    decoder_blocks=LV_NET_DECODER_BLOCKS,
+    expansion=4,
+    kernel_size=5,
+    deep_supervision=True,
+    name="lv_net",
+):
+    """LV-Net (../shared/papers/004_e35520e2e41b14d6.txt): V-Net with inverted residual blocks.
+
+    Layout (Fig. 1): a 5x5x5 conv stem (V-Net's first stage); four encoder stages, each a
+    down-sampling module (average pooling 2x2x2 + pointwise conv doubling the channels +
+    BN + ELU, Fig. 2b) and inverted residual blocks (expansion 4, 5x5x5 depthwise, ELU,
+    BN, Fig. 2a); four decoder stages, each an up-sampling module (pointwise conv to the
+    skip's width + BN + ELU + trilinear 2x) concatenated with the encoder stage of equal
+    resolution, then inverted residual blocks; a pointwise conv and softmax.
+
+    3D deep supervision (Sec. 2.2, Fig. 2c): four heads (pointwise conv, trilinear up to the
+    input size, softmax) on the bottleneck (x16) and the first three decoder stages (x8,
+    x4, x2); the last decoder stage feeds the main output. Outputs are
+    `[main, aux_1, aux_2, aux_3, aux_4]` from the coarsest head to the finest, so the
+    paper's loss weights eta_1..eta_4 = 0.2, 0.4, 0.6, 0.8 apply in that order.
+
+    The paper gives neither the widths nor the number of blocks per stage. V-Net's stage
+    layout (1, 2, 3, 3, 3 / 3, 3, 2, 1 convolutions) at half its width (8 to 128 channels)
+    gives 1,761,562 trainable parameters with 2 classes, 6.2% above the paper's 1,659,282;
+    V-Net's own widths with one block per stage would give 2.0 M (+21%). See docs/models3d.md.
+
+    Args:
+        input_shape: `(D, H, W, 1)`, every size divisible by `2 ** (len(filters) - 1)` (16);
+            the paper: 16 slices of 256x256.
+        num_classes: output classes (the paper: 2, liver; the zoo: 3).
+        filters: channels per level, full resolution to bottleneck.
+        encoder_blocks: inverted residual blocks per encoder stage below the stem.
+        decoder_blocks: inverted residual blocks per decoder stage, coarse to fine.
+        expansion: expansion rate of the blocks (the paper: 4).
+        kernel_size: depthwise kernel size (the paper: 5).
+        deep_supervision: return `[main, aux_1, ...]` (one head per level below the top:
+            four in the paper) or the main output only.
+        name: model name.
+
+    Returns:
+        A `keras.Model`: softmax `(B, D, H, W, num_classes)`, or a list of five of them.
+
+    Example:
+        >>> model = build_lv_net((16, 256, 256, 1), num_classes=2)
+        >>> len(model.outputs), sum(int(w.numpy().size) for w in model.trainable_weights)
+        (5, 1761562)
+    """
+    filters, encoder_blocks, decoder_blocks = tuple(filters), tuple(encoder_blocks), tuple(decoder_blocks)
+    levels = len(filters)
+    shape = check_builder_args(name, input_shape, num_classes, rank=4, divisor=2 ** (levels - 1))
+    if len(encoder_blocks) != levels - 1 or len(decoder_blocks) != levels - 1:
+        raise ConfigError(
+            f"{name}: encoder_blocks and decoder_blocks need one entry per level below the stem ({levels - 1}), "
+            f"got {encoder_blocks} and {decoder_blocks}"
+        )
+    inputs = keras.Input(shape, name="image")
+    x = apply_conv3d_norm_act(inputs, filters[0], kernel_size=5, activation="elu", conv_cls=FoldedConv3D, name="stem")
+    skips = [x]
+    for i, n in enumerate(encoder_blocks, start=1):
+        x = _apply_resample(x, filters[i], down=True, name=f"enc{i + 1}_down")
+        for j in range(n):
+            x = apply_inverted_residual_3d(x, expansion=expansion, kernel_size=kernel_size, name=f"enc{i + 1}_irb{j + 1}")
+        skips.append(x)
+    aux = []
+    for n, i in zip(decoder_blocks, reversed(range(levels - 1))):
+        if deep_supervision:
+            aux.append(apply_softmax_head_3d(x, num_classes, upsample=2 ** (i + 1), conv_cls=FoldedConv3D,
+                                             name=f"aux{len(aux) + 1}"))
+        x = _apply_resample(x, filters[i], down=False, name=f"dec{i + 1}_up")
+        x = keras.layers.Concatenate(name=f"dec{i + 1}_concat")([x, skips[i]])
+        for j in range(n):
+            x = apply_inverted_residual_3d(x, expansion=expansion, kernel_size=kernel_size, name=f"dec{i + 1}_irb{j + 1}")
+    main = apply_softmax_head_3d(x, num_classes, conv_cls=FoldedConv3D, name="segmentation")
+    return keras.Model(inputs, [main] + aux if deep_supervision else main, name=name)
