@@ -6,8 +6,29 @@ from liverzoo.errors import LiverzooError
 
 
 def quiet_tensorflow():
-    """Silence TensorFlow's C++ start-up chatter before it is imported."""
+    """Silences TensorFlow's C++ start-up chatter.
+
+    TF 2.21 prints oneDNN/CUDA notices through absl before its log level applies, so the
+    variable alone is not enough: TensorFlow is imported here with file descriptor 2
+    pointed at /dev/null, then stderr is restored for our own error lines. Does nothing
+    where TensorFlow is already imported.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow
+
+        # Device discovery prints its own CUDA notices on machines without a GPU.
+        tensorflow.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def run(main, argv=None):
