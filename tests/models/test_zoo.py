@@ -1,7 +1,7 @@
 """One table-driven test over every model in `liverzoo.models.MODELS` (2D and 3D).
 
 Each model is built once (module cache) at `SPECS[name].tiny_input_shape` with its default
-options, then checked for: output shapes, softmax, `.keras` save + reload with
+options (plus `SPECS[name].tiny_kwargs`, set only where the paper's widths are unaffordable), then checked for: output shapes, softmax, `.keras` save + reload with
 `safe_mode=True`, `get_config`/`from_config` round trip, and that a few Adam steps on a fixed
 tiny batch lower the loss. Bad builder arguments must raise `ConfigError` before any graph
 is built.
@@ -36,8 +36,9 @@ def built():
     def get(name):
         if name not in cache:
             keras.utils.set_random_seed(0)
-            shape = models.SPECS[name].tiny_input_shape
-            model = models.build(name, input_shape=shape, num_classes=NUM_CLASSES)
+            spec = models.SPECS[name]
+            shape = spec.tiny_input_shape
+            model = models.build(name, input_shape=shape, num_classes=NUM_CLASSES, **spec.tiny_kwargs)
             x = np.random.default_rng(0).normal(size=(BATCH,) + tuple(shape)).astype("float32")
             cache[name] = (model, x, _outputs(model, x))
         return cache[name]
@@ -143,7 +144,7 @@ def _bad_cases(name):
 def test_bad_arguments_raise_config_error(name, kwargs, match):
     # ConfigError (not a Keras ValueError) shows the builder rejected them before building.
     with pytest.raises(ConfigError, match=match):
-        models.build(name, **kwargs)
+        models.build(name, **models.SPECS[name].tiny_kwargs, **kwargs)
 
 
 def test_unknown_name_lists_valid_names():
