@@ -30,6 +30,15 @@ PARAMS = {
     ("lw_hcn", (("conv_type", "standard"),)): (38_644_771, 38_600_000, 0.15),
     ("lw_hcn", (("conv_type", "sts_seq"),)): (18_627_619, 19_400_000, 0.15),
     ("lw_hcn", (("conv_type", "sts_par"),)): (21_220_387, 20_800_000, 0.15),
+    # 004_e35520e2e41b14d6.txt, Table 3 (trainable counts, liver only; here all weights, 3 classes;
+    # tests/models/test_lv_net.py and test_baselines3d.py compare trainable counts at 2 classes).
+    ("lv_net", ()): (1_787_151, 1_659_282, 0.10),
+    ("lv_net", (("num_classes", 2),)): (1_786_778, 1_659_282, 0.10),
+    ("vnet", ()): (65_185_715, 65_173_903, 0.001),
+    ("unet3d", ()): (16_325_059, 16_320_322, 0.001),
+    # 003_1722e7be9c09b159.txt reports no size: pinned only (hand counts in tests/models/test_ynet3d.py).
+    ("ynet3d", ()): (185_923_651, None, None),
+    ("ynet3d_ee", ()): (169_445_443, None, None),
 }
 
 
