@@ -137,19 +137,21 @@ def build_lv_net(
     inputs = keras.Input(shape, name="image")
     x = apply_conv3d_norm_act(inputs, filters[0], kernel_size=5, activation="elu", conv_cls=FoldedConv3D, name="stem")
     skips = [x]
-    for i, n in enumerate(encoder_blocks, start=1):
-        x = _apply_resample(x, filters[i], down=True, name=f"enc{i + 1}_down")
+
+    def blocks(x, n, name):
         for j in range(n):
-            x = apply_inverted_residual_3d(x, expansion=expansion, kernel_size=kernel_size, name=f"enc{i + 1}_irb{j + 1}")
+            x = apply_inverted_residual_3d(x, expansion=expansion, kernel_size=kernel_size, name=f"{name}_irb{j + 1}")
+        return x
+
+    for i, n in enumerate(encoder_blocks, start=1):
+        x = blocks(_apply_resample(x, filters[i], down=True, name=f"enc{i + 1}_down"), n, f"enc{i + 1}")
         skips.append(x)
     aux = []
     for n, i in zip(decoder_blocks, reversed(range(levels - 1))):
         if deep_supervision:
-            aux.append(apply_softmax_head_3d(x, num_classes, upsample=2 ** (i + 1), conv_cls=FoldedConv3D,
-                                             name=f"aux{len(aux) + 1}"))
+            head = f"aux{len(aux) + 1}"
+            aux.append(apply_softmax_head_3d(x, num_classes, upsample=2 ** (i + 1), conv_cls=FoldedConv3D, name=head))
         x = _apply_resample(x, filters[i], down=False, name=f"dec{i + 1}_up")
-        x = keras.layers.Concatenate(name=f"dec{i + 1}_concat")([x, skips[i]])
-        for j in range(n):
-            x = apply_inverted_residual_3d(x, expansion=expansion, kernel_size=kernel_size, name=f"dec{i + 1}_irb{j + 1}")
+        x = blocks(keras.layers.Concatenate(name=f"dec{i + 1}_concat")([x, skips[i]]), n, f"dec{i + 1}")
     main = apply_softmax_head_3d(x, num_classes, conv_cls=FoldedConv3D, name="segmentation")
     return keras.Model(inputs, [main] + aux if deep_supervision else main, name=name)

@@ -81,8 +81,8 @@ def test_trilinear_keeps_linear_ramps_and_constants():
 
 def test_unknown_sizes_give_the_same_outputs():
     inputs = keras.Input((None, None, None, 2))
-    outputs = [MaxPooling3D(2)(inputs), AveragePooling3D(3, 2, "same")(inputs), TrilinearUpSampling3D((2, 1, 3))(inputs)]
-    model = keras.Model(inputs, outputs)
+    layers = [MaxPooling3D(2), AveragePooling3D(3, 2, "same"), TrilinearUpSampling3D((2, 1, 3))]
+    model = keras.Model(inputs, [layer(inputs) for layer in layers])
     assert [tuple(o.shape) for o in model.outputs] == [(None, None, None, None, 2)] * 3
     for shape in [(1, 5, 7, 9, 2), (2, 4, 6, 6, 2)]:
         x = _random(shape)
