@@ -25,7 +25,7 @@ PADDINGS = ("same", "valid")
 
 def _triple(value, what, layer, minimum=1):
     """`value` as a tuple of three ints >= minimum (an int is repeated)."""
-    values = (value,) * 3 if isinstance(value, int) else tuple(value)
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * 3
     if len(values) != 3 or not all(isinstance(v, int) and v >= minimum for v in values):
         raise ConfigError(f"{layer}: {what} must be an int or 3 ints >= {minimum}, got {value!r}")
     return values

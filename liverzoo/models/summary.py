@@ -3,10 +3,24 @@ import math
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework import graph_util, ops
 from tensorflow.python.profiler import model_analyzer, option_builder
 from tensorflow.python.util import deprecation
 
 from liverzoo.errors import ConfigError
+
+
+# TensorFlow registers FLOP statistics for Conv2DBackpropInput but not for its 3D twin, so
+# Conv3DTranspose layers counted 0. Same rule as TF's 2D one: every input element of the
+# transposed conv (the forward pass's output gradient) meets kd*kh*kw*out_channels weights.
+@ops.RegisterStatistics("Conv3DBackpropInputV2", "flops")
+def _conv3d_transpose_flops(graph, node):
+    filter_shape = graph_util.tensor_shape_from_node_def_name(graph, node.input[1])
+    grad_shape = graph_util.tensor_shape_from_node_def_name(graph, node.input[2])
+    filter_shape.assert_is_fully_defined()
+    grad_shape.assert_is_fully_defined()
+    kd, kh, kw, out_channels, _ = filter_shape.as_list()
+    return ops.OpStats("flops", 2 * math.prod(grad_shape.as_list()) * kd * kh * kw * out_channels)
 
 
 def count_flops(model, input_shape=None):

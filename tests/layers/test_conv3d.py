@@ -114,6 +114,7 @@ ILL_CASES = [
     (DepthwiseConv3D, dict(kernel_size=3, strides=2, dilation_rate=2)),
     (DepthwiseConv3D, dict(kernel_size=(3, 3))),
     (DepthwiseConv3D, dict(kernel_size=0)),
+    (DepthwiseConv3D, dict(kernel_size=1.5)),  # a float scalar, not a TypeError from tuple()
     (DepthwiseConv3D, dict(kernel_size=3, depth_multiplier=0)),
     (FoldedConv3D, dict(filters=0, kernel_size=3)),
     (FoldedConv3D, dict(filters=4, kernel_size=3, strides=(1, 2, 2), dilation_rate=(1, 2, 2))),

@@ -30,6 +30,9 @@ def _layer_cases():
         (L.DepthwiseConv2D(3, padding="same", use_bias=False), (8, 8, 2), 2 * 8 * 8 * 2 * 9),
         (L.Conv2DTranspose(4, 2, strides=2, use_bias=False), (8, 8, 2), 2 * 8 * 8 * 2 * 4 * 4),
         (L.Conv3D(4, 3, padding="same", use_bias=False), (4, 8, 8, 2), 2 * 4 * 8 * 8 * 4 * 27 * 2),
+        # TF registers no statistic for Conv3DBackpropInputV2: liverzoo.models.summary adds it.
+        (L.Conv3DTranspose(4, 2, strides=2, use_bias=False), (4, 8, 8, 2), 2 * 4 * 8 * 8 * 2 * 4 * 8),
+        (L.Conv3DTranspose(3, 3, strides=2, padding="same", use_bias=False), (2, 4, 4, 2), 2 * 2 * 4 * 4 * 2 * 3 * 27),
         (L.Dense(5), (7,), 2 * 7 * 5 + 5),
     ]
 
