@@ -144,6 +144,8 @@ class TrainConfig:
 
     Attributes:
         model: zoo model name (`liverzoo.models.MODELS`).
+        model_kwargs: extra keyword arguments of the model's builder (e.g. a smaller
+            `base_filters`); the paper's architecture when empty.
         data: None (embedded demo data), a folder of NIfTI cases (LiTS or Decathlon layout),
             or TFRecord shards: a folder with manifest.json, the manifest, or a glob.
         model_dir: where checkpoints, logs and the resolved config go (default runs/MODEL).
@@ -167,6 +169,7 @@ class TrainConfig:
     """
 
     model: str
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
     data: str = None
     model_dir: str = None
     epochs: int = None
@@ -214,6 +217,26 @@ def _check_choice(value, choices, flag):
     if value not in choices:
         raise ConfigError(f"--{flag}={value!r} is not one of {', '.join(choices)}")
     return value
+
+
+def _builder_parameters(model):
+    import inspect
+
+    from liverzoo import models
+
+    return inspect.signature(models.MODELS[model]).parameters
+
+
+def _check_model_kwargs(model, model_kwargs):
+    if not isinstance(model_kwargs, dict):
+        raise ConfigError(f"--model_kwargs must be a JSON object, got {model_kwargs!r}")
+    reserved = {"input_shape", "deep_supervision"} & set(model_kwargs)
+    if reserved:
+        raise ConfigError(f"--model_kwargs cannot set {', '.join(sorted(reserved))} (use --input_shape; deep "
+                          "supervision follows the recipe)")
+    unknown = sorted(set(model_kwargs) - set(_builder_parameters(model)))
+    if unknown:
+        raise ConfigError(f"--model_kwargs: {model} has no argument {', '.join(unknown)}")
 
 
 def _input_shape(config, spec, recipe, demo):
@@ -276,6 +299,7 @@ def resolve(config):
 
     recipe_name, recipe = recipe_for(config.model)
     spec = models.SPECS[config.model]
+    _check_model_kwargs(config.model, config.model_kwargs)
     demo = config.data is None
     input_shape = _input_shape(config, spec, recipe, demo)
 
@@ -294,6 +318,10 @@ def resolve(config):
         class_weights = tuple(float(w) for w in class_weights)
     if loss == "weighted_ce":
         losses.get(loss, class_weights=class_weights)  # validates the weights
+        num_classes = config.model_kwargs.get("num_classes", _builder_parameters(config.model)["num_classes"].default)
+        if len(class_weights) != num_classes:
+            raise ConfigError(f"--class_weights has {len(class_weights)} entries but {config.model} predicts "
+                              f"{num_classes} classes")
     weight_decay = recipe.weight_decay if config.weight_decay is None else float(config.weight_decay)
     if weight_decay < 0:
         raise ConfigError(f"--weight_decay must be >= 0, got {weight_decay}")
@@ -636,11 +664,12 @@ class RecomputeModel(keras.Model):
     """Gradient checkpointing for a functional model: `tf.recompute_grad` around segments.
 
     The model's layers (in topological order) are cut into about sqrt(n) contiguous
-    segments, each a functional sub-model of the same layers. In training, every segment
-    runs under `tf.recompute_grad`: only the tensors crossing segment boundaries are kept
-    for the backward pass, and each segment's inner activations are recomputed when its
-    gradients are needed (Chen et al. 2016, which LW-HCN, 001_bb2d5e6c0ac559d5.txt, uses to
-    reach batch 6). Inference runs the segments plainly.
+    segments. In training, every segment runs under `tf.recompute_grad`: only the tensors
+    crossing segment boundaries are kept for the backward pass, and each segment's inner
+    activations are recomputed when its gradients are needed (Chen et al. 2016, which
+    LW-HCN, 001_bb2d5e6c0ac559d5.txt, uses to reach batch 6). Inference runs the layers
+    plainly. The segments replay the functional graph's own nodes (each layer with the
+    arguments it was built with), so `inner` is left untouched and saves as usual.
 
     `keras.RematScope` was the first choice but its per-layer wrapping fails in graph mode on
     layers called with keyword arguments (BatchNormalization's `training`).
@@ -662,47 +691,60 @@ class RecomputeModel(keras.Model):
         super().__init__(name=f"{inner.name}_recompute", **kwargs)
         self.inner = inner
         layers = [layer for layer in inner.layers if not isinstance(layer, keras.layers.InputLayer)]
+        # Keras 3 functional graphs: each call of a layer is a Node holding its arguments.
+        nodes = []
         for layer in layers:
             if len(layer._inbound_nodes) != 1:
                 raise ConfigError(f"--recompute: layer {layer.name} of {inner.name} is called more than once")
-        num_segments = num_segments or max(1, math.ceil(math.sqrt(len(layers))))
-        per = math.ceil(len(layers) / num_segments)
-        chunks = [layers[i : i + per] for i in range(0, len(layers), per)]
-        as_list = lambda t: list(t) if isinstance(t, (list, tuple)) else [t]  # noqa: E731
-        made_in = {id(t): j for j, chunk in enumerate(chunks) for layer in chunk for t in as_list(layer.output)}
+            nodes.append(layer._inbound_nodes[0])
+        num_segments = num_segments or max(1, math.ceil(math.sqrt(len(nodes))))
+        per = math.ceil(len(nodes) / num_segments)
+        chunks = [nodes[i : i + per] for i in range(0, len(nodes), per)]
+        made_in = {id(t): j for j, chunk in enumerate(chunks) for node in chunk for t in node.outputs}
         used_in = {}
         for j, chunk in enumerate(chunks):
-            for layer in chunk:
-                for t in as_list(layer.input):
+            for node in chunk:
+                for t in node.input_tensors:
                     used_in.setdefault(id(t), set()).add(j)
         outputs = {id(t) for t in inner.outputs}
         segments = []
         for j, chunk in enumerate(chunks):
-            needed = {}
-            for layer in chunk:
-                for t in as_list(layer.input):
-                    if made_in.get(id(t), -1) < j:
-                        needed.setdefault(id(t), t)
-            produced = [t for layer in chunk for t in as_list(layer.output)
+            needed = list({id(t): id(t) for node in chunk for t in node.input_tensors if made_in.get(id(t), -1) < j})
+            produced = [id(t) for node in chunk for t in node.outputs
                         if id(t) in outputs or any(k > j for k in used_in.get(id(t), ()))]
-            if produced:
-                sub = keras.Model(list(needed.values()), produced, name=f"{inner.name}_segment{j}")
-                segments.append((list(needed.values()), produced, sub))
-        # A plain tuple holder: Keras must not track the segments (they share inner's layers).
+            segments.append((needed, produced, chunk))
+        # Keras must not track these (they hold inner's layers): a plain holder object.
         self._segments = _Untracked(segments)
+
+    @staticmethod
+    def _run(chunk, values, training):
+        import inspect
+
+        for node in chunk:
+            args, kwargs = node.arguments.fill_in(values)
+            # Explicit: the recomputation in the backward pass runs outside Keras' call context.
+            if "training" in inspect.signature(node.operation.call).parameters and kwargs.get("training") is None:
+                kwargs["training"] = training
+            outs = node.operation(*args, **kwargs)
+            for t, v in zip(node.outputs, keras.tree.flatten(outs)):
+                values[id(t)] = v
 
     def call(self, inputs, training=None):
         import tensorflow as tf
 
         values = {id(self.inner.inputs[0]): inputs}
-        for needed, produced, sub in self._segments.value:
-            args = [values[id(t)] for t in needed]
-            if training:
-                outs = tf.recompute_grad(lambda *a, sub=sub: sub(list(a), training=True))(*args)
-            else:
-                outs = sub(args, training=False)
-            for t, v in zip(produced, outs if isinstance(outs, (list, tuple)) else [outs]):
-                values[id(t)] = v
+        for needed, produced, chunk in self._segments.value:
+            if not training:
+                self._run(chunk, values, training)
+                continue
+
+            def segment(*args, needed=needed, produced=produced, chunk=chunk):
+                local = dict(zip(needed, args))
+                self._run(chunk, local, True)
+                return [local[i] for i in produced]
+
+            outs = tf.recompute_grad(segment)(*[values[i] for i in needed])
+            values.update(zip(produced, outs if isinstance(outs, (list, tuple)) else [outs]))
         outs = [values[id(t)] for t in self.inner.outputs]
         return outs if len(outs) > 1 else outs[0]
 
@@ -712,8 +754,29 @@ class _Untracked:
         self.value = value
 
 
-def build_model(config):
+def synchronize_batchnorm(model):
+    """Makes every BatchNormalization layer use the statistics of the global batch.
+
+    Under N replicas each replica would otherwise normalise with the statistics of its own
+    1/N of the batch, so training would differ from one device with the same global batch
+    (and 3D models run with one or two volumes per GPU). Keras' `synchronized=True`
+    all-reduces the moments across replicas. Returns the number of layers changed.
+    """
+    changed = 0
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        stack += getattr(layer, "layers", [])
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+            layer.synchronized = True
+            changed += 1
+    return changed
+
+
+def build_model(config, replicas=1):
     """Builds (inside the current strategy scope) the model, its trainable wrapper and losses.
+
+    With more than one replica, BatchNormalization is synchronized across replicas.
 
     Returns:
         `(inner, trainable, num_outputs)`: `inner` is the zoo model that gets saved;
@@ -722,11 +785,13 @@ def build_model(config):
     """
     from liverzoo import models
 
-    kwargs = {"input_shape": config.input_shape}
-    if config.deep_supervision is not None:
-        kwargs["deep_supervision"] = True
+    kwargs = dict(config.model_kwargs, input_shape=config.input_shape)
+    if "deep_supervision" in _builder_parameters(config.model):
+        kwargs["deep_supervision"] = config.deep_supervision is not None
     inner = models.build(config.model, **kwargs)
     num_outputs = len(inner.outputs)
+    if replicas > 1:
+        synchronize_batchnorm(inner)
     if config.weight_decay:
         for variable in inner.trainable_variables:
             variable.regularizer = ReplicaL2(config.weight_decay)
@@ -851,9 +916,15 @@ class ValidationCallback(keras.callbacks.Callback):
         cases, overlay = {}, None
         shape = tuple(self.config.input_shape)
         step = max(shape[0] // 2, 1) if self.config.kind == "3d" else 10
+        tile = shape[:2] if self.config.kind == "2d" else shape[1:3]
         for case in tfrecord.read_cases(self.val_files, split="all"):
-            probs = inference.predict_volume(predict, case.image, kind=self.config.kind, input_shape=shape,
+            # A case smaller in-plane than the model's input is padded with its air value.
+            size = case.image.shape[:2]
+            pad = [(0, max(t - n, 0)) for t, n in zip(tile, size)] + [(0, 0)]
+            image = np.pad(case.image, pad, constant_values=case.image.min()) if any(p[1] for p in pad) else case.image
+            probs = inference.predict_volume(predict, image, kind=self.config.kind, input_shape=shape,
                                              step=step, num_classes=self.inner.outputs[0].shape[-1])
+            probs = probs[: size[0], : size[1]]
             liver, tumor = case_dice(probs, case.label)
             cases[case.case_id] = {"liver_dice": float(liver), "tumor_dice": float(tumor)}
             if overlay is None:
@@ -1034,7 +1105,7 @@ def train(config, log=None):
         keras.config.set_dtype_policy("mixed_float16")
     try:
         with strategy.scope():
-            inner, trainable, num_outputs = build_model(config)
+            inner, trainable, num_outputs = build_model(config, strategy.num_replicas_in_sync)
             compile_model(trainable, config, num_outputs)
     finally:
         keras.config.set_dtype_policy(previous_policy)

@@ -16,6 +16,7 @@ cli.quiet_tensorflow()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Zoo model name (liverzoo.models.MODELS).")
+flags.DEFINE_string("model_kwargs", None, "JSON object of extra builder arguments, e.g. '{\"base_filters\": 32}'.")
 flags.DEFINE_string("data", None, "TFRecord folder/manifest/glob or a folder of NIfTI cases; default: embedded demo.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, logs and config.json (default runs/MODEL).")
 flags.DEFINE_integer("epochs", None, "Epochs (default: recipe, or the demo's).")
@@ -55,6 +56,22 @@ def _numbers(name, kind):
         raise ConfigError(f"--{name}={','.join(value)}: expected comma-separated {kind.__name__}s") from None
 
 
+def _model_kwargs():
+    if FLAGS.model_kwargs is None:
+        return {}
+    import json
+
+    from liverzoo.errors import ConfigError
+
+    try:
+        value = json.loads(FLAGS.model_kwargs)
+    except ValueError:
+        raise ConfigError(f"--model_kwargs={FLAGS.model_kwargs}: not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--model_kwargs={FLAGS.model_kwargs}: expected a JSON object")
+    return value
+
+
 def main(argv):
     from liverzoo import train_lib
     from liverzoo.errors import ConfigError
@@ -64,7 +81,7 @@ def main(argv):
     if not FLAGS.model:
         raise ConfigError("--model is required (e.g. --model=residual_unet)")
     config = train_lib.TrainConfig(
-        model=FLAGS.model, data=FLAGS.data, model_dir=FLAGS.model_dir, epochs=FLAGS.epochs,
+        model=FLAGS.model, model_kwargs=_model_kwargs(), data=FLAGS.data, model_dir=FLAGS.model_dir, epochs=FLAGS.epochs,
         steps_per_epoch=FLAGS.steps_per_epoch, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         schedule=FLAGS.schedule, optimizer=FLAGS.optimizer, loss=FLAGS.loss,
         class_weights=_numbers("class_weights", float), weight_decay=FLAGS.weight_decay, sampling=FLAGS.sampling,
