@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) tools/train.py --model=residual_unet
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --durations=15 tests
+	$(PY) -m pytest -q -n 2 --durations=15 --nbmake tests notebooks
 
 clean:
 	rm -rf $(VENV) runs tfrecords/demo
