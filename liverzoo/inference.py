@@ -414,6 +414,7 @@ def segment(
     del image
     full = np.empty(ct.array.shape + (probs.shape[-1],), np.float32) if return_probabilities else None
     labels = probabilities_to_grid(probs, ct.array.shape, out=full)
+    del probs  # the score buffer is not needed by post-processing
     if postprocess:
         labels = clean(labels)
     return (labels, full) if return_probabilities else labels

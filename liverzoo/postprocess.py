@@ -46,7 +46,9 @@ def largest_component(mask):
     labels, count = ndimage.label(mask[box], structure=_STRUCTURE)
     out = np.zeros_like(mask)
     if count:
-        sizes = np.bincount(labels.ravel())
+        # ndimage.histogram counts int32 labels in place; np.bincount would first copy
+        # them to int64 (630 MB for a 512x512x300 box).
+        sizes = ndimage.histogram(labels, 0, count, count + 1)
         sizes[0] = 0
         out[box] = labels == np.argmax(sizes)
     return out
