@@ -21,6 +21,7 @@ Example:
     >>> result = train_lib.train(train_lib.TrainConfig(model="residual_unet", model_dir="runs/demo"))  # doctest: +SKIP
     >>> result["best"]["tumor_dice"]  # doctest: +SKIP
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -618,6 +619,15 @@ def make_strategy(name, tf_config=None):
     return tf.distribute.MirroredStrategy(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
 
 
+def _strategy_name(strategy):
+    import tensorflow as tf
+
+    # MultiWorkerMirroredStrategy's class is called CollectiveAllReduceStrategy.
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__
+
+
 def is_chief(strategy):
     """True on the process that writes shared files (always, except non-chief workers)."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -633,31 +643,6 @@ def _worker_dir(model_dir, strategy):
         return model_dir
     resolver = strategy.cluster_resolver
     return os.path.join(model_dir, "workers", f"{resolver.task_type}-{resolver.task_id}")
-
-
-@keras.saving.register_keras_serializable(package="liverzoo")
-class ReplicaL2(keras.regularizers.Regularizer):
-    """L2 penalty `l2 * sum(w^2)` divided by the number of replicas in sync.
-
-    Keras adds weight-regularization losses once per replica and sums replica gradients, so
-    a plain `keras.regularizers.L2` would count N times under N replicas; this keeps Eq. 3 of
-    004_e35520e2e41b14d6.txt the same on one device and on many.
-
-    Example:
-        >>> variable.regularizer = ReplicaL2(1e-5)  # doctest: +SKIP
-    """
-
-    def __init__(self, l2):
-        self.l2 = float(l2)
-
-    def __call__(self, x):
-        import tensorflow as tf
-
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return keras.ops.cast(self.l2 / replicas, x.dtype) * keras.ops.sum(keras.ops.square(x))
-
-    def get_config(self):
-        return {"l2": self.l2}
 
 
 class RecomputeModel(keras.Model):
@@ -793,8 +778,10 @@ def build_model(config, replicas=1):
     if replicas > 1:
         synchronize_batchnorm(inner)
     if config.weight_decay:
+        # Eq. 3's lambda * ||W||^2 over all weights; Keras adds it to the loss once per step
+        # (tests/test_distributed.py checks it is not counted per replica).
         for variable in inner.trainable_variables:
-            variable.regularizer = ReplicaL2(config.weight_decay)
+            variable.regularizer = keras.regularizers.L2(config.weight_decay)
     trainable = RecomputeModel(inner) if config.recompute else inner
     if trainable is not inner:
         trainable(keras.ops.zeros((1,) + tuple(config.input_shape)))  # builds the wrapper
@@ -877,15 +864,16 @@ class ValidationCallback(keras.callbacks.Callback):
         inner: the zoo model (saved as best/last).
         config: the resolved `TrainConfig`.
         val_files: validation shard paths (whole cases are read one at a time).
-        chief: whether this process writes files.
+        work_dir: this process's folder: `model_dir` on the chief, else a worker folder.
+        chief: whether this process writes the shared files.
         log: printing function.
     """
 
-    def __init__(self, inner, config, val_files, chief, log=print):
+    def __init__(self, inner, config, val_files, work_dir, chief, log=print):
         super().__init__()
         self.inner, self.config, self.val_files, self.chief, self.log = inner, config, list(val_files), chief, log
-        self.model_dir = config.model_dir
-        self.best_path = os.path.join(self.model_dir, "best.json")
+        self.work_dir = work_dir
+        self.best_path = os.path.join(work_dir, "best.json")
         self.best = None
         self.last_scores = None
         self.last_overlay = (None, None)
@@ -955,17 +943,25 @@ class ValidationCallback(keras.callbacks.Callback):
         self.log(f"epoch {epoch + 1}: validation Dice liver {scores['liver_dice']:.4f} tumor {scores['tumor_dice']:.4f} "
                  f"(per case liver/tumor: {per_case}; {time.time() - start:.1f} s)")
         self.last_overlay = (epoch + 1, overlay)
-        if not self.chief:
-            return
-        with open(os.path.join(self.model_dir, "validation.jsonl"), "a") as f:
-            f.write(json.dumps(self.last_scores, sort_keys=True) + "\n")
-        save_model_atomic(self.inner, os.path.join(self.model_dir, "last.keras"))
+        if self.chief:
+            with open(os.path.join(self.work_dir, "validation.jsonl"), "a") as f:
+                f.write(json.dumps(self.last_scores, sort_keys=True) + "\n")
+        self._save("last.keras")
         key = (scores["tumor_dice"], scores["liver_dice"])
+        # Every worker has the same weights and scores, so all take the same decision.
         if self.best is None or key > (self.best["tumor_dice"], self.best["liver_dice"]):
             self.best = {"epoch": epoch + 1, "tumor_dice": scores["tumor_dice"], "liver_dice": scores["liver_dice"],
                          "cases": scores["cases"]}
-            save_model_atomic(self.inner, os.path.join(self.model_dir, "best.keras"))
+            self._save("best.keras")
             _atomic_write_text(self.best_path, json.dumps(self.best, indent=1, sort_keys=True))
+
+    def _save(self, name):
+        # Under MultiWorkerMirroredStrategy saving may run collective ops, so every worker
+        # saves (as TF's multi-worker guide does); only the chief keeps its file.
+        path = os.path.join(self.work_dir, name)
+        save_model_atomic(self.inner, path)
+        if not self.chief:
+            os.remove(path)
 
 
 class TensorBoardLogger(keras.callbacks.Callback):
@@ -1045,6 +1041,40 @@ def _check_previous_run(config):
                           "differ); use another --model_dir or the same flags to resume it")
 
 
+@contextlib.contextmanager
+def _multi_worker_fit_workaround(trainable, strategy):
+    """Lets Keras 3 `fit` run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    Two steps of Keras 3.15's TensorFlow trainer fail with this strategy:
+    1. `_maybe_symbolic_build` reduces the first distributed batch with `strategy.reduce`,
+       which cannot take an `(x, y)` nest here. It is skipped when the model holds no
+       strategy of its own; `fit` then takes the strategy from the surrounding
+       `strategy.scope()` (see `train`), and what the symbolic build would create (the
+       optimizer variables) is created here, in cross-replica context.
+    2. Each step's logs (scalars) are averaged over workers with
+       `strategy.reduce("MEAN", v, axis=0)`, invalid for scalars. While training runs,
+       Keras' `reduce_per_replica` gets that case with `axis=None` (the mean over replicas);
+       every other case goes to Keras' own function. Restored on exit.
+    """
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
+    with strategy.scope():
+        trainable.optimizer.build(trainable.trainable_variables)
+    trainable._distribute_strategy = None
+    keras_reduce = keras_tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy_, reduction="auto"):
+        if reduction != "auto" or strategy_ is not strategy:
+            return keras_reduce(values, strategy_, reduction)
+        return keras.tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+
+    keras_tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        keras_tf_trainer.reduce_per_replica = keras_reduce
+
+
 def prepare(config):
     """Everything that can fail before training starts: resolves the config, data and strategy.
 
@@ -1110,10 +1140,10 @@ def train(config, log=None):
     finally:
         keras.config.set_dtype_policy(previous_policy)
     log(f"training {config.model} ({inner.count_params():,} parameters, recipe {config.recipe}) on "
-        f"{strategy.num_replicas_in_sync} replica(s) with {type(strategy).__name__}, global batch "
+        f"{strategy.num_replicas_in_sync} replica(s) with {_strategy_name(strategy)}, global batch "
         f"{config.batch_size}, {config.epochs} epochs x {config.steps_per_epoch} steps; model_dir {config.model_dir}")
 
-    validation = ValidationCallback(inner, config, val_files, chief, log)
+    validation = ValidationCallback(inner, config, val_files, work_dir, chief, log)
     callbacks = [validation]
     if chief:
         callbacks += [TensorBoardLogger(os.path.join(config.model_dir, "logs"), validation),
@@ -1124,16 +1154,18 @@ def train(config, log=None):
     history = []
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     start = time.time()
-    for index, stage in enumerate(stage_plan(config)):
-        dataset = training_dataset(config, stage.sampling, train_files, num_outputs, seed=config.seed + index,
-                                   multi_worker=multi_worker)
-        if config.dsd:
-            log(f"DSD stage {index + 1}: {stage.sampling} stacks for epochs {stage.start + 1}-{stage.end}")
-        result = trainable.fit(dataset, epochs=stage.end, initial_epoch=stage.start,
-                               steps_per_epoch=config.steps_per_epoch, verbose=config.verbose,
-                               callbacks=[StageLogger(stage.sampling)] + callbacks + [backup])
-        history += [{k: float(v[i]) for k, v in result.history.items()} | {"epoch": result.epoch[i] + 1}
-                    for i in range(len(result.epoch))]
+    with _multi_worker_fit_workaround(trainable, strategy) if multi_worker else contextlib.nullcontext():
+        for index, stage in enumerate(stage_plan(config)):
+            dataset = training_dataset(config, stage.sampling, train_files, num_outputs, seed=config.seed + index,
+                                       multi_worker=multi_worker)
+            if config.dsd:
+                log(f"DSD stage {index + 1}: {stage.sampling} stacks for epochs {stage.start + 1}-{stage.end}")
+            with strategy.scope():
+                result = trainable.fit(dataset, epochs=stage.end, initial_epoch=stage.start,
+                                       steps_per_epoch=config.steps_per_epoch, verbose=config.verbose,
+                                       callbacks=[StageLogger(stage.sampling)] + callbacks + [backup])
+            history += [{k: float(v[i]) for k, v in result.history.items()} | {"epoch": result.epoch[i] + 1}
+                        for i in range(len(result.epoch))]
     final = validation.last_scores
     if final is None:  # a finished run started again: report its last validation
         final, _ = validation.evaluate()

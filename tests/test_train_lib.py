@@ -295,8 +295,11 @@ def test_recompute_rejects_shared_layers():
         train_lib.RecomputeModel(shared)
 
 
-def test_replica_l2_is_lv_net_eq3_weight_decay():
-    variable = keras.Variable(np.array([[1.0, -2.0], [3.0, 0.5]], np.float32))
-    penalty = train_lib.ReplicaL2(1e-5)
-    np.testing.assert_allclose(float(penalty(variable)), 1e-5 * (1 + 4 + 9 + 0.25), rtol=1e-6)
-    assert keras.regularizers.deserialize(keras.regularizers.serialize(penalty)).l2 == 1e-5
+def test_weight_decay_is_lv_net_eq3_l2_penalty():
+    config = train_lib.resolve(train_lib.TrainConfig(model="lv_net", data="x", input_shape=(16, 16, 16, 1),
+                                                     model_kwargs={"filters": (4, 8, 8, 16, 16)}))
+    assert config.weight_decay == 1e-5
+    inner, trainable, num_outputs = train_lib.build_model(config)
+    assert trainable is inner and num_outputs == 5  # main + 4 deep-supervision heads
+    want = 1e-5 * sum(float(np.sum(np.square(w))) for w in inner.trainable_weights)
+    np.testing.assert_allclose(float(sum(inner.losses)), want, rtol=1e-5)
