@@ -10,7 +10,8 @@ from absl import flags
 
 from liverzoo import cli
 
-cli.quiet_tensorflow()
+# No cli.quiet_tensorflow() here: evaluation never imports TensorFlow (NumPy, SciPy,
+# nibabel, matplotlib only), and quiet_tensorflow would import it just to silence it.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("pred_dir", None, "Folder of predicted label maps (NAME.nii or NAME.nii.gz).")

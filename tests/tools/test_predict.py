@@ -107,22 +107,32 @@ BAD_FLAGS = [
     (["--model_path={model}", "--input={tmp}/x.txt", "--output={out}"], "--input .*x.txt: no such file"),
     (["--model_path={model}", "--input={ct}"], "--output is required"),
     (["--model_path={model}", "--input={tmp}/in", "--output={out}"], "several inputs need an output folder"),
+    (["--model_path={model}", "--input={ct}", "--output={tmp}/nowhere/m.nii.gz"], "nowhere does not exist"),
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD_FLAGS, ids=["no_model_file", "no_input", "no_output", "folder_to_file"])
-def test_bad_flags_one_error_line(tiny_model_path, shared_ct_dir, tmp_path, args, message):
-    """Flag errors are found before TensorFlow loads: fast, one line, nothing written."""
+@pytest.mark.parametrize("args,message", BAD_FLAGS,
+                         ids=["no_model_file", "no_input", "no_output", "folder_to_file", "no_output_folder"])
+def test_bad_flags(predict_tool, tiny_model_path, shared_ct_dir, tmp_path, args, message):
+    """Flag errors are found before the model loads; nothing is written (in-process main)."""
     (tmp_path / "in").mkdir()
     for name in ("a.nii.gz", "b.nii"):
         shutil.copy(shared_ct_dir / CT, tmp_path / "in" / name)
     values = dict(missing=tmp_path / "missing.keras", model=tiny_model_path, ct=shared_ct_dir / CT,
                   out=tmp_path / "out.nii.gz", tmp=tmp_path)
-    result = run_cli(*[a.format(**values) for a in args])
-    assert result.returncode == 1
-    errors = error_lines(result)
-    assert len(errors) == 1 and re.search(message, errors[0]), result.stderr
+    argv = predict_tool.FLAGS(["predict.py"] + [a.format(**values) for a in args])
+    try:
+        with pytest.raises(ConfigError, match=message):
+            predict_tool.main(argv)
+    finally:
+        predict_tool.FLAGS.unparse_flags()
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_cli_flag_error_is_one_line(tmp_path):
+    result = run_cli(f"--model_path={tmp_path / 'missing.keras'}", f"--input={tmp_path}", f"--output={tmp_path}")
+    assert result.returncode == 1
+    assert error_lines(result) == [f"error: --model_path {tmp_path / 'missing.keras'}: no such file or folder"]
 
 
 def test_model_names(predict_tool, tiny_model_path):
