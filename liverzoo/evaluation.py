@@ -55,8 +55,19 @@ _NIFTI = re.compile(r"^(?P<case>.+?)\.nii(\.gz)?$")
 def list_cases(folder, what):
     """{case name: path} of the NIfTI files in a folder (hidden files ignored).
 
+    Args:
+        folder: the folder.
+        what: how to call it in errors (the flag name).
+
+    Returns:
+        dict, case name (file name without .nii/.nii.gz) -> path.
+
     Raises:
         DataError: the folder does not exist or two files share a case name.
+
+    Example:
+        >>> list_cases("preds", "--pred_dir")  # doctest: +SKIP
+        {'volume-0': 'preds/volume-0.nii.gz'}
     """
     if not os.path.isdir(folder):
         raise DataError(f"{what} {folder}: no such folder")
@@ -72,7 +83,21 @@ def list_cases(folder, what):
 
 
 def load_label_map(path, case):
-    """(uint8 labels as stored, affine, spacing) of a NIfTI label map; DataError names the case."""
+    """Reads a NIfTI label map as stored (no reorientation: both maps are compared voxelwise).
+
+    Args:
+        path: `.nii[.gz]` file.
+        case: case name for error messages.
+
+    Returns:
+        (uint8 labels, 4x4 affine, (3,) spacing in mm from the header zooms, as LiTS does).
+
+    Raises:
+        DataError: unreadable, not 3D, or label values outside {0, 1, 2}; names the case.
+
+    Example:
+        >>> labels, affine, spacing = load_label_map("ref/volume-0.nii", "volume-0")  # doctest: +SKIP
+    """
     import nibabel as nib
 
     try:
@@ -91,9 +116,21 @@ def load_label_map(path, case):
 def evaluate_case(case, pred_path, ref_path):
     """One row of `cases.csv`: a dict keyed by `COLUMNS`.
 
+    Args:
+        case: case name.
+        pred_path: predicted label map.
+        ref_path: reference label map (its header gives the spacing).
+
+    Returns:
+        dict of the case's measures (`liverzoo.metrics.case_scores`, flattened).
+
     Raises:
         DataError: unreadable files, label values outside {0, 1, 2}, or prediction and
             reference of different shapes or affines; the message names the case.
+
+    Example:
+        >>> evaluate_case("volume-0", "pred/volume-0.nii.gz", "ref/volume-0.nii")["liver_dice"]  # doctest: +SKIP
+        0.961
     """
     pred, pred_affine, _ = load_label_map(pred_path, case)
     ref, ref_affine, spacing = load_label_map(ref_path, case)
@@ -120,6 +157,13 @@ def _clean(value):
 
 def summarize(rows, skipped=()):
     """The summary dict (see the module docstring) of evaluated case rows.
+
+    Args:
+        rows: dicts from `evaluate_case`.
+        skipped: (case, error message) pairs.
+
+    Returns:
+        JSON-ready dict (nan replaced by None).
 
     Example:
         >>> row = {f"{s}_{m}": 1.0 for s in STRUCTURES for m in MEASURES}
@@ -160,7 +204,20 @@ def _write_csv(rows, path):
 
 
 def worst_slices(pred, ref, count):
-    """Indices of the `count` slices (last axis) with the most disagreeing voxels, worst first."""
+    """Indices of the `count` slices (last axis) with the most disagreeing voxels, worst first.
+
+    Args:
+        pred: predicted label map (X, Y, Z).
+        ref: reference label map.
+        count: number of slices.
+
+    Returns:
+        list of int.
+
+    Example:
+        >>> worst_slices(np.array([[[0, 1, 1]]]), np.zeros((1, 1, 3), int), 2)
+        [1, 2]
+    """
     errors = np.count_nonzero(pred != ref, axis=(0, 1))
     order = np.argsort(-errors, kind="stable")[:count]
     return [int(k) for k in order]
@@ -173,6 +230,17 @@ def render_overlay(path, ref_slice, pred_slice, image_slice=None, title="", spac
     Slices are canonical (RAS) `(X, Y)`; they are shown as radiologists read axial CT
     (patient's right on the left of the screen, anterior up) with the pixel aspect of
     `spacing`. Uses matplotlib's object API with the Agg canvas (no global backend switch).
+
+    Args:
+        path: output PNG file.
+        ref_slice: reference labels (X, Y).
+        pred_slice: predicted labels (X, Y).
+        image_slice: optional CT slice in HU.
+        title: figure title.
+        spacing: (x, y) pixel size in mm.
+
+    Example:
+        >>> render_overlay("z40.png", ref[:, :, 40], pred[:, :, 40], ct[:, :, 40])  # doctest: +SKIP
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

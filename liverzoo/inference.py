@@ -72,6 +72,13 @@ def window_starts(size, window, step):
 def window_weights(length, weighting):
     """1D score weights of a window: ones ("mean") or a Gaussian, sigma = length / 8.
 
+    Args:
+        length: window length.
+        weighting: "mean" or "gaussian".
+
+    Returns:
+        float32 array of `length` positive weights.
+
     Example:
         >>> window_weights(4, "mean").tolist()
         [1.0, 1.0, 1.0, 1.0]
