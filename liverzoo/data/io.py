@@ -257,6 +257,13 @@ def save_mask(mask_xyz, reference, path):
     atomic_write(path, lambda tmp: nib.save(image, tmp))
 
 
+def current_umask():
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write):
     """Calls `write(tmp_path)` for a temporary name beside `path`, then renames it to `path`.
 
@@ -275,6 +282,8 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0600 files; a mask must be readable as any file the user writes.
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -42,6 +42,8 @@ def test_save_mask_reproduces_the_source_file(shared_ct_dir, tmp_path, image, la
     np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(source.dataobj))
     assert os.listdir(tmp_path) == ["mask.nii.gz"]  # no temporary file left
+    # Readable like any file the user writes (mkstemp alone would leave it 0600).
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~io.current_umask()
 
 
 def test_dicom_series_agrees_with_nifti(shared_ct_dir, tmp_path):
