@@ -166,6 +166,9 @@ class TrainConfig:
         num_folds, fold: case-level k-fold cross-validation (num_folds 1: the data's own split).
         seed: seeds weights, sampling, augmentation and fold assignment.
         val_every: validate every this many epochs (and always after the last).
+        precise_bn_batches: before each validation, BatchNorm moving statistics are
+            recomputed as the average over this many training batches (Precise BN, Wu &
+            Johnson 2021); 0 keeps Keras' running averages.
         verbose: Keras progress bar (1), one line per epoch (2) or silent (0).
     """
 
@@ -195,6 +198,7 @@ class TrainConfig:
     fold: int = 0
     seed: int = 0
     val_every: int = 1
+    precise_bn_batches: int = 8
     verbose: int = 1
     # Filled by `resolve`:
     recipe: str = None
@@ -353,6 +357,8 @@ def resolve(config):
     if not isinstance(config.seed, int) or config.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {config.seed!r}")
     _positive(config.val_every, "val_every")
+    if not isinstance(config.precise_bn_batches, int) or config.precise_bn_batches < 0:
+        raise ConfigError(f"--precise_bn_batches must be a non-negative integer, got {config.precise_bn_batches!r}")
     if config.verbose not in (0, 1, 2):
         raise ConfigError(f"--verbose must be 0, 1 or 2, got {config.verbose!r}")
     if config.augment and recipe.augment:
@@ -739,6 +745,17 @@ class _Untracked:
         self.value = value
 
 
+def batchnorm_layers(model):
+    """Every BatchNormalization layer of `model`, nested models included."""
+    found, stack = [], list(model.layers)
+    while stack:
+        layer = stack.pop()
+        stack += getattr(layer, "layers", [])
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+    return found
+
+
 def synchronize_batchnorm(model):
     """Makes every BatchNormalization layer use the statistics of the global batch.
 
@@ -747,15 +764,10 @@ def synchronize_batchnorm(model):
     (and 3D models run with one or two volumes per GPU). Keras' `synchronized=True`
     all-reduces the moments across replicas. Returns the number of layers changed.
     """
-    changed = 0
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop()
-        stack += getattr(layer, "layers", [])
-        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
-            layer.synchronized = True
-            changed += 1
-    return changed
+    layers = [layer for layer in batchnorm_layers(model) if not layer.synchronized]
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)
 
 
 def build_model(config, replicas=1):
@@ -814,6 +826,42 @@ def compile_model(trainable, config, num_outputs):
 # --- Validation ------------------------------------------------------------------------------
 
 
+def recompute_batchnorm_statistics(model, batches):
+    """Precise BN: sets BatchNorm moving statistics to their average over `batches`.
+
+    Keras keeps exponential running averages (momentum 0.99, a window of ~100 steps), which
+    lag behind the weights early in training or at a high learning rate; validation in
+    inference mode then sees statistics of older weights. This runs the model in training
+    mode on each batch with momentum k/(k+1) for the k-th (0-based), which leaves the plain
+    mean of the per-batch means and variances (Wu & Johnson, "Rethinking Batch in
+    BatchNorm", 2021). Momenta are restored afterwards.
+
+    Args:
+        model: a Keras model.
+        batches: iterable of input batches (or `(x, y)` pairs).
+
+    Returns:
+        The number of batches used.
+
+    Example:
+        >>> recompute_batchnorm_statistics(model, dataset.take(8))  # doctest: +SKIP
+    """
+    layers = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in layers]
+    count = 0
+    try:
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            for layer in layers:
+                layer.momentum = count / (count + 1)
+            model(x, training=True)
+            count += 1
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return count
+
+
 def case_dice(probs, label):
     """Liver and tumor Dice of one whole case from class probabilities `(X, Y, Z, C)`.
 
@@ -867,16 +915,20 @@ class ValidationCallback(keras.callbacks.Callback):
         work_dir: this process's folder: `model_dir` on the chief, else a worker folder.
         chief: whether this process writes the shared files.
         log: printing function.
+        bn_batches: iterator of training batches for `recompute_batchnorm_statistics`
+            (None: keep the running averages).
     """
 
-    def __init__(self, inner, config, val_files, work_dir, chief, log=print):
+    def __init__(self, inner, config, val_files, work_dir, chief, log=print, bn_batches=None):
         super().__init__()
         self.inner, self.config, self.val_files, self.chief, self.log = inner, config, list(val_files), chief, log
+        self.bn_batches = bn_batches
         self.work_dir = work_dir
         self.best_path = os.path.join(work_dir, "best.json")
         self.best = None
         self.last_scores = None
         self.last_overlay = (None, None)
+        self._predict = None
 
     def on_train_begin(self, logs=None):
         if os.path.isfile(self.best_path):
@@ -900,7 +952,9 @@ class ValidationCallback(keras.callbacks.Callback):
         from liverzoo import inference
         from liverzoo.data import tfrecord
 
-        predict = self._predict_fn()
+        # One traced function for the whole run (a new one per epoch would retrace).
+        self._predict = self._predict or self._predict_fn()
+        predict = self._predict
         cases, overlay = {}, None
         shape = tuple(self.config.input_shape)
         step = max(shape[0] // 2, 1) if self.config.kind == "3d" else 10
@@ -932,6 +986,8 @@ class ValidationCallback(keras.callbacks.Callback):
         if (epoch + 1) % self.config.val_every and not last:
             return
         start = time.time()
+        if self.bn_batches is not None:
+            recompute_batchnorm_statistics(self.inner, (next(self.bn_batches) for _ in range(self.config.precise_bn_batches)))
         scores, overlay = self.evaluate()
         if scores is None:
             return
@@ -1143,7 +1199,12 @@ def train(config, log=None):
         f"{strategy.num_replicas_in_sync} replica(s) with {_strategy_name(strategy)}, global batch "
         f"{config.batch_size}, {config.epochs} epochs x {config.steps_per_epoch} steps; model_dir {config.model_dir}")
 
-    validation = ValidationCallback(inner, config, val_files, work_dir, chief, log)
+    bn_batches = None
+    if config.precise_bn_batches and batchnorm_layers(inner):
+        # Inference-like samples: dense stacks (2D) or sub-volumes (3D), with augmentation.
+        sampling = "dense" if config.kind == "2d" else "volume"
+        bn_batches = iter(training_dataset(config, sampling, train_files, 1, seed=config.seed + 1000))
+    validation = ValidationCallback(inner, config, val_files, work_dir, chief, log, bn_batches)
     callbacks = [validation]
     if chief:
         callbacks += [TensorBoardLogger(os.path.join(config.model_dir, "logs"), validation),

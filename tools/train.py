@@ -41,6 +41,7 @@ flags.DEFINE_integer("num_folds", 1, "Case-level k-fold cross-validation (1: the
 flags.DEFINE_integer("fold", 0, "Validation fold, 0 <= fold < num_folds.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, sampling, augmentation and folds.")
 flags.DEFINE_integer("val_every", 1, "Validate every N epochs (and after the last).")
+flags.DEFINE_integer("precise_bn_batches", 8, "Training batches to recompute BatchNorm statistics before validation.")
 flags.DEFINE_integer("verbose", 1, "1: progress bar with ETA, 2: one line per epoch, 0: quiet.")
 
 
@@ -88,7 +89,8 @@ def main(argv):
         dsd=FLAGS.dsd, dsd_epochs=_numbers("dsd_epochs", int), input_shape=_numbers("input_shape", int),
         augment=FLAGS.augment, foreground_fraction=FLAGS.foreground_fraction, strategy=FLAGS.strategy,
         mixed_precision=FLAGS.mixed_precision, recompute=FLAGS.recompute, num_folds=FLAGS.num_folds,
-        fold=FLAGS.fold, seed=FLAGS.seed, val_every=FLAGS.val_every, verbose=FLAGS.verbose)
+        fold=FLAGS.fold, seed=FLAGS.seed, val_every=FLAGS.val_every,
+        precise_bn_batches=FLAGS.precise_bn_batches, verbose=FLAGS.verbose)
     train_lib.train(config)
 
 

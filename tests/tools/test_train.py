@@ -21,15 +21,14 @@ def _run(args, **kwargs):
     return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True, env=env, timeout=300, **kwargs)
 
 
+# Each case is a fresh process (~3-8 s); the option checks themselves are tested in-process
+# in tests/test_train_lib.py. These cover the CLI's own parsing and its error path.
 BAD_FLAGS = [
     (["--model=nope"], "error: --model='nope' is not a zoo model"),
     (["--model=residual_unet", "--epochs=abc"], "error: flag --epochs=abc"),
-    (["--model=residual_unet", "--no_such_flag=1"], "error: Unknown command line flag 'no_such_flag'"),
-    (["--epochs=3"], "error: --model is required"),
     (["--model=residual_unet", "--data=/no/such/dir"], "error: --data=/no/such/dir"),
     (["--model=residual_unet", "--model_kwargs={bad"], "error: --model_kwargs={bad: not valid JSON"),
     (["--model=residual_unet", "--input_shape=64,x,1"], "error: --input_shape=64,x,1"),
-    (["--model=residual_unet", "--strategy=multi_worker"], "error: --strategy=multi_worker needs the TF_CONFIG"),
 ]
 
 
