@@ -77,7 +77,7 @@ def run(quick=False):
         quick: a smoke run: LW-HCN at 4x64x64 with 2 repeats, the zoo at its tiny shapes.
 
     Returns:
-        Markdown text.
+        (Markdown text, data): data["zoo"] holds the `zoo_table` rows for the parameter chart.
 
     Example:
         >>> print(run(quick=True))  # doctest: +SKIP
@@ -93,13 +93,14 @@ def run(quick=False):
         ("standard / dsts", f"{p_std / p_dsts:.1f}x", f"{g_std / g_dsts:.1f}x", f"{t_std / t_dsts:.2f}x",
          f"{PAPER_MS['standard'] / PAPER_MS['dsts']:.2f}x")
     )
+    zoo = zoo_table(quick=quick)
     zoo_rows = [
         (name, "x".join(str(d) for d in shape), _millions(params), _millions(paper),
          "-" if paper is None else f"{params / paper:.2f}", f"{gflops:.1f}")
-        for name, shape, params, paper, gflops in zoo_table(quick=quick)
+        for name, shape, params, paper, gflops in zoo
     ]
     size = "x".join(str(d) for d in shape[:3])
-    return "\n\n".join(
+    text = "\n\n".join(
         [
             "## Models",
             f"Machine: {machine_line()}." + (" **Quick run (smoke sizes), not for the README.**" if quick else ""),
@@ -113,3 +114,4 @@ def run(quick=False):
             markdown_table(["model", "input", "parameters", "paper", "ours / paper", "GFLOPs"], zoo_rows),
         ]
     )
+    return text, {"zoo": zoo}
