@@ -583,7 +583,7 @@ def _tfrecord_inputs(pattern, input_shape, num_samples, preset):
         kwargs = dict(mode="dense", stack_size=input_shape[-1], patch_shape=input_shape[:2])
     else:
         kwargs = dict(mode="volume", patch_shape=input_shape[:3])
-    dataset = tfrecord.make_dataset(pattern, batch_size=1, shuffle=True, repeat=False, seed=0, split="all",
+    dataset = tfrecord.make_dataset(pattern, batch_size=1, shuffle=True, repeat=True, seed=0, split="all",
                                     samples_per_case=max(1, num_samples // 4), **kwargs)
     for images, _ in dataset.take(num_samples):
         yield np.asarray(images)[0]

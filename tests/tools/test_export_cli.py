@@ -1,0 +1,89 @@
+"""tools/export.py end to end: checkpoint -> SavedModel, zoo name -> int8 TFLite calibrated on
+the user's TFRecord shards (verified in LiteRT), and one error line for bad flags."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from liverzoo import lite
+from tests.conftest import REPO
+
+EXPORT = os.path.join(REPO, "tools", "export.py")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, EXPORT, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from liverzoo.data import demo
+
+    folder = tmp_path_factory.mktemp("shards")
+    demo.write_demo_tfrecords(str(folder), preset="residual_unet", inplane_size=64)
+    return folder
+
+
+def test_int8_tflite_calibrated_on_shards_and_verified(shards, tmp_path):
+    out = tmp_path / "exported" / "ru_int8.tflite"
+    result = _run("--model=residual_unet", "--input_shape=32,32,1", "--quantize=int8",
+                  f"--representative_data={shards}", f"--output={out}")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    meta = lite.read_metadata(out)
+    assert meta["model"] == "residual_unet" and meta["quantize"] == "int8" and meta["preset"] == "residual_unet"
+    report = json.loads((tmp_path / "exported" / "ru_int8.verify.json").read_text())
+    assert report["builtin_only"] and report["num_inputs"] == 8 and report["input_shape"] == [32, 32, 1]
+    assert f"argmax agreement {report['argmax_agreement']:.4f}" in result.stdout
+    assert sorted(os.listdir(tmp_path / "exported")) == ["ru_int8.tflite", "ru_int8.verify.json"]
+
+
+def test_saved_model_from_a_checkpoint(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from liverzoo import models
+
+    keras.utils.set_random_seed(0)
+    model = models.build("lw_hcn", input_shape=(4, 32, 32, 1))
+    model.save(tmp_path / "best.keras")
+    result = _run(f"--model_path={tmp_path / 'best.keras'}", "--format=saved_model", f"--output={tmp_path / 'sm'}")
+    assert result.returncode == 0, result.stderr
+    x = np.random.default_rng(0).standard_normal((2, 4, 32, 32, 1)).astype(np.float32)
+    out = tf.saved_model.load(str(tmp_path / "sm")).signatures["segment"](ct_subvolume=tf.constant(x))
+    np.testing.assert_allclose(out["probabilities"].numpy(), np.asarray(model(x, training=False)), atol=1e-5)
+
+
+BAD_FLAGS = [
+    (["--output=x.tflite"], "error: give exactly one of --model_path"),
+    (["--model=residual_unet", "--input_shape=32,x,1", "--output=x.tflite"], "error: --input_shape='32,x,1'"),
+    (["--model_path=/no/such/best.keras", "--output=x.tflite"], "error: --model_path=/no/such/best.keras: not a .keras"),
+    (["--model=residual_unet", "--format=onnx", "--output=x.onnx"], "error: --format='onnx'"),
+    (["--model=residual_unet", "--format=saved_model", "--quantize=int8", "--output=sm"],
+     "error: --quantize applies to --format=tflite only"),
+    (["--model=residual_unet", "--output=model.bin"], "error: --output=model.bin: a TFLite file must end in .tflite"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_FLAGS, ids=[m for _, m in BAD_FLAGS])
+def test_bad_flags_give_one_error_line(args, message, tmp_path):
+    result = subprocess.run([sys.executable, EXPORT, *args], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_shards_of_another_preset_are_refused(shards, tmp_path):
+    result = _run("--model=lv_net", "--input_shape=16,32,32,1", "--quantize=int8", f"--representative_data={shards}",
+                  f"--output={tmp_path / 'lv.tflite'}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --representative_data={shards}: shards were preprocessed with preset 'residual_unet', "
+        "the model takes 'lv_net'")
+    assert not (tmp_path / "lv.tflite").exists()
