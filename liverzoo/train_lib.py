@@ -115,7 +115,7 @@ SPARSE_STRIDE = 2
 
 # The embedded demo: 4 small cases; these defaults make `tools/train.py --model=residual_unet`
 # finish in minutes on a 2-core CPU (docs/training.md has the measured run).
-DEMO_EPOCHS = 8
+DEMO_EPOCHS = 6
 DEMO_STEPS_PER_EPOCH = 40
 DEMO_BATCH_SIZE = {"2d": 8, "3d": 2}
 
@@ -198,7 +198,7 @@ class TrainConfig:
     fold: int = 0
     seed: int = 0
     val_every: int = 1
-    precise_bn_batches: int = 8
+    precise_bn_batches: int = 16
     verbose: int = 1
     # Filled by `resolve`:
     recipe: str = None
@@ -499,7 +499,7 @@ def _write_folds(source, split, out_dir):
 
 
 def prepare_data(config, source, work_dir, log=print):
-    """Shards for training and validation: `(train_files, val_files, val_case_ids)`.
+    """Shards for training and validation: `(train_files, val_files)`.
 
     Demo and NIfTI cases are preprocessed once with the model's preset into
     `work_dir/data/...` (reused on restart). TFRecord shards are used as they are, or
@@ -512,32 +512,29 @@ def prepare_data(config, source, work_dir, log=print):
         split = fold_split(source.case_ids, config.num_folds, config.fold, config.seed)
     if source.kind == "tfrecord":
         if split is None:
-            train, val = list(source.train_files), list(source.val_files)
-        else:
-            files = _write_folds(source, split, os.path.join(work_dir, "data", f"fold{config.fold}of{config.num_folds}"))
-            train, val = [files["train"]], [files["val"]]
-        return train, val
+            return list(source.train_files), list(source.val_files)
+        files = _write_folds(source, split, os.path.join(work_dir, "data", f"fold{config.fold}of{config.num_folds}"))
+        return [files["train"]], [files["val"]]
 
     inplane = None
     if source.kind == "demo":
-        from liverzoo.data import demo
-
-        cases = demo.demo_cases()
-        split = split or dict(demo.DEMO_SPLIT)
         # The demo works at the model's input size: every slice is one whole input.
         height, width = config.input_shape[-3:-1] if config.kind == "2d" else config.input_shape[1:3]
         inplane = height if height == width else None
-    else:
-        from liverzoo.data import io
-
-        cases = io.find_cases(source.path)
-    tag = f"{config.preset}-{inplane or 'preset'}" + (f"-fold{config.fold}of{config.num_folds}" if config.num_folds > 1 else "")
+    tag = f"{config.preset}-{inplane or 'preset'}" + (f"-fold{config.fold}of{config.num_folds}" if split else "")
     out_dir = os.path.join(work_dir, "data", tag)
-    manifest_path = os.path.join(out_dir, tfrecord.MANIFEST_NAME)
-    if not os.path.isfile(manifest_path):
+    if not os.path.isfile(os.path.join(out_dir, tfrecord.MANIFEST_NAME)):
+        if source.kind == "demo":
+            from liverzoo.data import demo
+
+            cases, split, shards = demo.demo_cases(), split or dict(demo.DEMO_SPLIT), 2
+        else:
+            from liverzoo.data import io
+
+            cases, shards = io.find_cases(source.path), 8
         log(f"preprocessing {len(cases)} cases with preset {config.preset!r} into {out_dir}")
-        tfrecord.write_dataset(cases, out_dir, preset=config.preset, split=split, seed=config.seed, num_shards=2,
-                               inplane_size=inplane)
+        tfrecord.write_dataset(cases, out_dir, preset=config.preset, split=split, seed=config.seed,
+                               num_shards=shards, inplane_size=inplane)
     train, _ = tfrecord.shard_files(out_dir, "train")
     try:
         val, _ = tfrecord.shard_files(out_dir, "val")
@@ -826,19 +823,21 @@ def compile_model(trainable, config, num_outputs):
 # --- Validation ------------------------------------------------------------------------------
 
 
-def recompute_batchnorm_statistics(model, batches):
+def recompute_batchnorm_statistics(model, batches, step=None):
     """Precise BN: sets BatchNorm moving statistics to their average over `batches`.
 
     Keras keeps exponential running averages (momentum 0.99, a window of ~100 steps), which
     lag behind the weights early in training or at a high learning rate; validation in
-    inference mode then sees statistics of older weights. This runs the model in training
-    mode on each batch with momentum k/(k+1) for the k-th (0-based), which leaves the plain
-    mean of the per-batch means and variances (Wu & Johnson, "Rethinking Batch in
-    BatchNorm", 2021). Momenta are restored afterwards.
+    inference mode then sees statistics of older weights. Here the model runs in training
+    mode on each batch with momentum 0 (so each layer's moving statistics become that
+    batch's), and the per-batch means and variances are averaged (Wu & Johnson,
+    "Rethinking Batch in BatchNorm", 2021). Momenta are restored afterwards.
 
     Args:
         model: a Keras model.
         batches: iterable of input batches (or `(x, y)` pairs).
+        step: optional `step(x)` running `model(x, training=True)` that was traced while the
+            momenta were 0 (from `batchnorm_step`); default: eager calls.
 
     Returns:
         The number of batches used.
@@ -848,18 +847,56 @@ def recompute_batchnorm_statistics(model, batches):
     """
     layers = batchnorm_layers(model)
     momenta = [layer.momentum for layer in layers]
+    sums = [[0.0, 0.0] for _ in layers]
     count = 0
     try:
+        for layer in layers:
+            layer.momentum = 0.0
         for batch in batches:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            for layer in layers:
-                layer.momentum = count / (count + 1)
-            model(x, training=True)
+            if step is None:
+                model(x, training=True)
+            else:
+                step(x)
+            for total, layer in zip(sums, layers):
+                total[0] += layer.moving_mean.numpy()
+                total[1] += layer.moving_variance.numpy()
             count += 1
+        if count:
+            for (mean, variance), layer in zip(sums, layers):
+                layer.moving_mean.assign(mean / count)
+                layer.moving_variance.assign(variance / count)
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
     return count
+
+
+def batchnorm_step(model):
+    """A traced `model(x, training=True)` with BatchNorm momenta 0, for Precise BN.
+
+    Keras reads the momentum when the function is traced, so the graph keeps momentum 0
+    whatever the layers' attribute is later; one trace serves the whole run.
+    """
+    import tensorflow as tf
+
+    layers = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in layers]
+
+    @tf.function(reduce_retracing=True)
+    def step(x):
+        model(x, training=True)
+
+    def traced(x):
+        for layer in layers:
+            layer.momentum = 0.0
+        try:
+            step(x)
+        finally:
+            for layer, momentum in zip(layers, momenta):
+                layer.momentum = momentum
+
+    return traced
 
 
 def case_dice(probs, label):
@@ -929,6 +966,7 @@ class ValidationCallback(keras.callbacks.Callback):
         self.last_scores = None
         self.last_overlay = (None, None)
         self._predict = None
+        self._bn_step = None
 
     def on_train_begin(self, logs=None):
         if os.path.isfile(self.best_path):
@@ -987,7 +1025,9 @@ class ValidationCallback(keras.callbacks.Callback):
             return
         start = time.time()
         if self.bn_batches is not None:
-            recompute_batchnorm_statistics(self.inner, (next(self.bn_batches) for _ in range(self.config.precise_bn_batches)))
+            self._bn_step = self._bn_step or batchnorm_step(self.inner)
+            batches = (next(self.bn_batches) for _ in range(self.config.precise_bn_batches))
+            recompute_batchnorm_statistics(self.inner, batches, self._bn_step)
         scores, overlay = self.evaluate()
         if scores is None:
             return
@@ -1231,11 +1271,13 @@ def train(config, log=None):
     if final is None:  # a finished run started again: report its last validation
         final, _ = validation.evaluate()
     if final is not None:
-        log(f"final validation on {len(final['cases'])} held-out case(s) ({', '.join(final['cases'])}): "
-            f"liver Dice {final['liver_dice']:.4f}, tumor Dice {final['tumor_dice']:.4f}")
+        log(f"validation on {len(final['cases'])} held-out case(s) not trained on ({', '.join(final['cases'])}), "
+            f"Dice per case:")
+        log(f"  last epoch: liver {final['liver_dice']:.4f}, tumor {final['tumor_dice']:.4f} "
+            f"({os.path.join(config.model_dir, 'last.keras')})")
     if validation.best is not None:
-        log(f"best epoch {validation.best['epoch']}: liver Dice {validation.best['liver_dice']:.4f}, tumor Dice "
-            f"{validation.best['tumor_dice']:.4f} -> {os.path.join(config.model_dir, 'best.keras')}")
+        log(f"  best epoch {validation.best['epoch']}: liver {validation.best['liver_dice']:.4f}, tumor "
+            f"{validation.best['tumor_dice']:.4f} ({os.path.join(config.model_dir, 'best.keras')})")
     log(f"trained in {time.time() - start:.0f} s")
     return {"config": dataclasses.asdict(config), "history": history, "final": final, "best": validation.best,
             "model_dir": config.model_dir}

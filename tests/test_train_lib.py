@@ -217,8 +217,9 @@ def test_dsd_switches_sampling_at_the_configured_epoch(shards, tmp_path, monkeyp
             events.append(("epoch", int(message.split(":")[0].split()[1])))
 
     monkeypatch.setattr(tfrecord, "make_dataset", spy)
+    # precise_bn_batches=0: no extra dense dataset for BatchNorm statistics in the event list.
     config = tiny_config("residual_unet", shards, tmp_path, input_shape=(32, 32, 3), dsd=True, dsd_epochs=(2, 1),
-                         epochs=None)
+                         epochs=None, precise_bn_batches=0)
     result = train_lib.train(config, log=log)
     assert events == [("dataset", "dense_sparse"), ("epoch", 1), ("epoch", 2), ("dataset", "dense"), ("epoch", 3)]
     assert [h["sampling"] for h in result["history"]] == [2.0, 2.0, 0.0]
@@ -313,8 +314,47 @@ def test_precise_bn_sets_moving_statistics_to_the_batch_average():
     model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(norm(inputs)))
     rng = np.random.default_rng(0)
     batches = [rng.normal(loc=k, scale=1 + k, size=(3, 4, 4, 2)).astype(np.float32) for k in range(4)]
-    assert train_lib.recompute_batchnorm_statistics(model, iter(batches)) == 4
-    np.testing.assert_allclose(norm.moving_mean, np.mean([b.mean((0, 1, 2)) for b in batches], 0), rtol=1e-5)
-    np.testing.assert_allclose(norm.moving_variance, np.mean([b.var((0, 1, 2)) for b in batches], 0), rtol=1e-4)
-    assert norm.momentum == 0.99  # restored
+    for step in (None, train_lib.batchnorm_step(model)):  # eager, then the traced step
+        norm.moving_mean.assign(np.zeros(2, np.float32))
+        assert train_lib.recompute_batchnorm_statistics(model, iter(batches), step) == 4
+        np.testing.assert_allclose(norm.moving_mean, np.mean([b.mean((0, 1, 2)) for b in batches], 0), rtol=1e-5)
+        np.testing.assert_allclose(norm.moving_variance, np.mean([b.var((0, 1, 2)) for b in batches], 0), rtol=1e-4)
+        assert norm.momentum == 0.99  # restored
     assert train_lib.batchnorm_layers(model) == [norm]
+
+
+def test_nifti_folder_is_preprocessed_into_shards_with_a_held_out_case(tmp_path):
+    import nibabel as nib
+
+    for k in range(3):
+        hu, label = phantom.make_phantom((24, 24, 6), seed=k)
+        affine = np.diag([1.5, 1.5, 2.5, 1.0])
+        nib.save(nib.Nifti1Image(hu, affine), str(tmp_path / f"volume-{k}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), str(tmp_path / f"segmentation-{k}.nii.gz"))
+    config, source, _ = train_lib.prepare(train_lib.TrainConfig(model="residual_unet", data=str(tmp_path),
+                                                                 model_dir=str(tmp_path / "run")))
+    assert source.kind == "nifti" and source.case_ids == ("volume-0", "volume-1", "volume-2")
+    train_files, val_files = train_lib.prepare_data(config, source, str(tmp_path / "run"), log=lambda *a: None)
+    train_ids = [c.case_id for c in tfrecord.read_cases(train_files, split="all")]
+    val_ids = [c.case_id for c in tfrecord.read_cases(val_files, split="all")]
+    assert len(val_ids) == 1 and sorted(train_ids + val_ids) == list(source.case_ids)
+    manifest = json.loads((tmp_path / "run" / "data" / "residual_unet-preset" / "manifest.json").read_text())
+    assert manifest["preset"]["name"] == "residual_unet"  # the model's preprocessing
+
+
+def test_mixed_precision_trains_with_float32_outputs_and_restores_the_policy(shards, tmp_path):
+    before = keras.config.dtype_policy().name
+    config = tiny_config("residual_unet", shards, tmp_path, mixed_precision=True)
+    result = train_lib.train(config, log=lambda *a: None)
+    assert np.isfinite(result["history"][0]["loss"])
+    assert keras.config.dtype_policy().name == before
+    model = keras.models.load_model(tmp_path / "last.keras", compile=False)
+    assert model.layers[1].dtype_policy.name == "mixed_float16" and model.outputs[0].dtype == "float32"
+
+
+def test_auto_strategy_without_tf_config_is_one_device(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    strategy = train_lib.make_strategy("auto", train_lib.check_strategy("auto"))
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy) and train_lib.is_chief(strategy)
