@@ -85,7 +85,7 @@ def inference_model(model):
         `keras.Model` with a single output, named like `model`.
 
     Example:
-        >>> lv = models.build("lv_net", input_shape=(8, 32, 32, 1))   # 5 outputs
+        >>> lv = models.build("lv_net", input_shape=(16, 32, 32, 1))   # 5 outputs
         >>> len(inference_model(lv).outputs)
         1
     """
@@ -99,13 +99,13 @@ def inference_model(model):
     return keras.Model(model.inputs[0], model.outputs[0], name=model.name)
 
 
-def _input_shape(model, input_shape=None):
-    """The static per-example input shape used for export."""
+def _input_shape(model, input_shape=None, *, static=True):
+    """The per-example input shape used for export (TFLite needs it static)."""
     own = tuple(model.input_shape[1:])
     if input_shape is None:
         input_shape = own
     input_shape = tuple(input_shape)
-    if len(input_shape) != len(own) or any(d is None for d in input_shape):
+    if len(input_shape) != len(own) or (static and any(d is None for d in input_shape)):
         raise ConfigError(
             f"model {model.name!r} takes inputs of shape {own}: pass a static input_shape "
             f"of that rank (got {input_shape})"
@@ -150,7 +150,8 @@ def export_saved_model(model, path, *, input_shape=None):
     Args:
         model: functional Keras model (deep-supervision outputs are dropped).
         path: destination folder.
-        input_shape: per-example shape; defaults to the model's own.
+        input_shape: per-example shape; defaults to the model's own (`None` dimensions
+            stay free in the signature).
 
     Returns:
         `path`.
@@ -160,7 +161,7 @@ def export_saved_model(model, path, *, input_shape=None):
         >>> tf.saved_model.load("exported/residual_unet").signatures["segment"](ct_stack=x)
     """
     path = os.fspath(path)
-    input_shape = _input_shape(model, input_shape)
+    input_shape = _input_shape(model, input_shape, static=False)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)

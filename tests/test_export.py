@@ -269,8 +269,9 @@ def test_sample_inputs_are_the_preprocessed_stacks(demo_cases):
     np.testing.assert_array_equal(masks[0], np.moveaxis(label[:, :, centre - 3 : centre + 3], 2, 0))
 
 
-def test_zoo_metadata_and_shape_checks():
+def test_zoo_metadata_and_shape_checks(tmp_path):
     import keras
+    import tensorflow as tf
 
     model = models.build("residual_unet", input_shape=(32, 32, 1))
     meta = export.zoo_metadata(model)
@@ -281,6 +282,9 @@ def test_zoo_metadata_and_shape_checks():
     with pytest.raises(ConfigError, match=r"takes inputs of shape \(None, None, 1\): pass a static input_shape"):
         export.zoo_metadata(free)
     assert export.zoo_metadata(free, input_shape=(24, 24, 1))["input_shape"] == [24, 24, 1]
+    export.export_saved_model(free, tmp_path / "free")  # a SavedModel keeps free dimensions
+    spec = tf.saved_model.load(str(tmp_path / "free")).signatures["segment"].structured_input_signature[1]
+    assert spec["ct_stack"].shape.as_list() == [None, None, None, 1]
     with pytest.raises(ConfigError, match="was built for inputs"):
         export.convert_tflite(model, input_shape=(64, 64, 1))
     with pytest.raises(ConfigError, match=r"--quantize='int4'"):
