@@ -70,15 +70,18 @@ def tflite_ops(tflite):
         >>> tflite_ops(open("m.tflite", "rb").read())
         ['CONV_2D', 'DEPTHWISE_CONV_2D', 'RESIZE_BILINEAR', 'SOFTMAX']
     """
-    data = _read_bytes(tflite)
-    model = _root(data, "tflite_ops")
+    return sorted({name for name, _, _ in _operators(tflite, "tflite_ops")})
+
+
+def _operators(tflite, where):
+    """Yields (operator name, Operator, SubGraph) for every operator of every subgraph."""
+    model = _root(_read_bytes(tflite), where)
     names = _opcode_names(model)
-    used = set()
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
         for i in range(subgraph.OperatorsLength()):
-            used.add(names[subgraph.Operators(i).OpcodeIndex()])
-    return sorted(used)
+            op = subgraph.Operators(i)
+            yield names[op.OpcodeIndex()], op, subgraph
 
 
 def _opcode_names(model):
@@ -110,24 +113,15 @@ def float_ops(tflite):
         Sorted list of distinct operator names whose first output tensor is float32.
 
     Example:
-        >>> float_ops("lv_net_int8.tflite")
+        >>> float_ops("unet3d_int8.tflite")
         ['CONV_3D']
     """
-    schema = _schema()
-    data = _read_bytes(tflite)
-    model = _root(data, "float_ops")
-    names = _opcode_names(model)
-    found = set()
-    for s in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(s)
-        for i in range(subgraph.OperatorsLength()):
-            op = subgraph.Operators(i)
-            name = names[op.OpcodeIndex()]
-            if name in ("QUANTIZE", "DEQUANTIZE") or op.OutputsLength() == 0:
-                continue
-            if subgraph.Tensors(op.Outputs(0)).Type() == schema.TensorType.FLOAT32:
-                found.add(name)
-    return sorted(found)
+    float32 = _schema().TensorType.FLOAT32
+    return sorted({
+        name for name, op, subgraph in _operators(tflite, "float_ops")
+        if name not in ("QUANTIZE", "DEQUANTIZE") and op.OutputsLength() > 0
+        and subgraph.Tensors(op.Outputs(0)).Type() == float32
+    })
 
 
 def embed_metadata(tflite_bytes, metadata):
