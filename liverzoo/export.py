@@ -439,17 +439,17 @@ def write_tflite(data, path):
 
 
 def _atomic_write(path, data):
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes bytes or text to `path` through `liverzoo.data.io.atomic_write` (temp name, rename)."""
+    from liverzoo.data import io
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    payload = data if isinstance(data, bytes) else data.encode("utf-8")
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(payload)
+
+    io.atomic_write(path, write)
 
 
 def demo_inputs(input_shape, preset, *, num_samples=16):
@@ -591,7 +591,20 @@ def _tfrecord_inputs(pattern, input_shape, num_samples, preset):
 
 
 def keras_predict(model, inputs, batch_size=4):
-    """Probabilities of `inference_model(model)` with `training=False`, in small batches."""
+    """The Keras reference of a verification: segmentation probabilities, `training=False`.
+
+    Args:
+        model: the Keras model (deep-supervision heads are ignored).
+        inputs: float32 `(N,) + input_shape`.
+        batch_size: inputs per call.
+
+    Returns:
+        float32 `(N, ..., num_classes)` probabilities of `model.outputs[0]`.
+
+    Example:
+        >>> keras_predict(model, demo_inputs((32, 32, 1), "residual_unet", num_samples=2)).shape
+        (2, 32, 32, 3)
+    """
     infer = inference_model(model)
     return np.concatenate([
         np.asarray(infer(inputs[i : i + batch_size], training=False))
