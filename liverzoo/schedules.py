@@ -8,7 +8,7 @@ Keras and the schedule follows `optimizer.iterations` (which `BackupAndRestore` 
 |---|---|---|
 | `poly` | `lr0 * (1 - step / total_steps) ** 0.9` | 001_bb2d5e6c0ac559d5.txt (LW-HCN) |
 | `cosine` | `lr0 * 0.5 * (1 + cos(pi * step / total_steps))`, per batch | 003_1722e7be9c09b159.txt (3DYNet) |
-| `exponential` | `lr0 * 0.9 ** floor(step / steps_per_epoch)`: x0.9 after each epoch | 004_e35520e2e41b14d6.txt (LV-Net) |
+| `exponential` | `lr0 * 0.9 ** floor(step / steps_per_epoch)` (x0.9 per epoch) | 004_e35520e2e41b14d6.txt (LV-Net) |
 | `constant` | `lr0` | 002_7138868b57b69ed8.txt (residual U-Net: plain Adam) |
 """
 import keras

@@ -277,7 +277,8 @@ def _dsd_epochs(config, epochs, dsd):
         return (first, epochs - first), epochs
     stages = tuple(int(e) for e in config.dsd_epochs)
     if len(stages) != 2 or min(stages) < 1:
-        raise ConfigError(f"--dsd_epochs must be two positive epoch counts (dense_sparse,dense), got {config.dsd_epochs}")
+        raise ConfigError(f"--dsd_epochs must be two positive epoch counts (dense_sparse,dense), "
+                          f"got {config.dsd_epochs}")
     if config.epochs is not None and sum(stages) != config.epochs:
         raise ConfigError(f"--dsd_epochs {stages[0]}+{stages[1]} do not add up to --epochs={config.epochs}")
     return stages, sum(stages)
@@ -308,13 +309,14 @@ def resolve(config):
     demo = config.data is None
     input_shape = _input_shape(config, spec, recipe, demo)
 
-    epochs = _positive(config.epochs, "epochs") if config.epochs is not None else (DEMO_EPOCHS if demo else recipe.epochs)
-    steps = config.steps_per_epoch
-    steps = _positive(steps, "steps_per_epoch") if steps is not None else (
-        DEMO_STEPS_PER_EPOCH if demo else PAPER_STEPS_PER_EPOCH)
-    batch = config.batch_size
-    batch = _positive(batch, "batch_size") if batch is not None else (DEMO_BATCH_SIZE[spec.kind] if demo else recipe.batch_size)
-    lr = _positive(config.learning_rate, "learning_rate", float) if config.learning_rate is not None else recipe.learning_rate
+    def given_or(flag, default, kind=int):
+        value = getattr(config, flag)
+        return default if value is None else _positive(value, flag, kind)
+
+    epochs = given_or("epochs", DEMO_EPOCHS if demo else recipe.epochs)
+    steps = given_or("steps_per_epoch", DEMO_STEPS_PER_EPOCH if demo else PAPER_STEPS_PER_EPOCH)
+    batch = given_or("batch_size", DEMO_BATCH_SIZE[spec.kind] if demo else recipe.batch_size)
+    lr = given_or("learning_rate", recipe.learning_rate, float)
     schedule = _check_choice(config.schedule or recipe.schedule, schedules.SCHEDULES, "schedule")
     optimizer = _check_choice(config.optimizer or recipe.optimizer, ("adam", "sgd"), "optimizer")
     loss = _check_choice(config.loss or recipe.loss, tuple(losses.LOSSES), "loss")
@@ -1036,7 +1038,8 @@ class ValidationCallback(keras.callbacks.Callback):
             logs["val_liver_dice"] = scores["liver_dice"]
             logs["val_tumor_dice"] = scores["tumor_dice"]
         per_case = ", ".join(f"{k} {v['liver_dice']:.3f}/{v['tumor_dice']:.3f}" for k, v in scores["cases"].items())
-        self.log(f"epoch {epoch + 1}: validation Dice liver {scores['liver_dice']:.4f} tumor {scores['tumor_dice']:.4f} "
+        self.log(f"epoch {epoch + 1}: validation Dice liver {scores['liver_dice']:.4f} "
+                 f"tumor {scores['tumor_dice']:.4f} "
                  f"(per case liver/tumor: {per_case}; {time.time() - start:.1f} s)")
         self.last_overlay = (epoch + 1, overlay)
         if self.chief:

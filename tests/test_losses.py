@@ -107,7 +107,8 @@ def test_float16_predictions_give_float32_loss():
 
 @pytest.mark.parametrize(
     "loss",
-    [losses.SoftDiceLoss(epsilon=1e-3), losses.DiceCrossEntropyLoss(ce_weight=0.5), losses.WeightedCrossEntropy((1, 2, 9))],
+    [losses.SoftDiceLoss(epsilon=1e-3), losses.DiceCrossEntropyLoss(ce_weight=0.5),
+     losses.WeightedCrossEntropy((1, 2, 9))],
 )
 def test_loss_serialization_round_trip(loss):
     labels, probs = _random_case((2, 5, 5), seed=6)

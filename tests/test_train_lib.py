@@ -153,14 +153,15 @@ def test_nifti_folder_with_one_case_is_rejected(tmp_path):
     nib.save(nib.Nifti1Image(hu, np.eye(4)), str(tmp_path / "volume-0.nii.gz"))
     nib.save(nib.Nifti1Image(label, np.eye(4)), str(tmp_path / "segmentation-0.nii.gz"))
     with pytest.raises(DataError, match="at least 2"):
-        train_lib.prepare(train_lib.TrainConfig(model="residual_unet", data=str(tmp_path)))
+        train_lib.prepare(train_lib.TrainConfig(model="residual_unet", data=str(tmp_path), model_dir=str(tmp_path / "r")))
 
 
 def test_shards_without_validation_split_need_folds(tmp_path):
     folder = write_phantom_shards(tmp_path / "all_train", split={"a": "train", "b": "train"}, shape=(16, 16, 4))
     with pytest.raises(DataError, match="no validation shards"):
-        train_lib.prepare(train_lib.TrainConfig(model="residual_unet", data=folder))
-    config, source, _ = train_lib.prepare(train_lib.TrainConfig(model="residual_unet", data=folder, num_folds=2))
+        train_lib.prepare(train_lib.TrainConfig(model="residual_unet", data=folder, model_dir=str(tmp_path / "r")))
+    config, source, _ = train_lib.prepare(train_lib.TrainConfig(model="residual_unet", data=folder, num_folds=2,
+                                                                 model_dir=str(tmp_path / "r")))
     assert source.case_ids == ("a", "b")
 
 
@@ -358,3 +359,12 @@ def test_auto_strategy_without_tf_config_is_one_device(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     strategy = train_lib.make_strategy("auto", train_lib.check_strategy("auto"))
     assert isinstance(strategy, tf.distribute.OneDeviceStrategy) and train_lib.is_chief(strategy)
+
+
+def test_a_model_dir_is_resumed_only_with_the_same_settings(tmp_path):
+    first = train_lib.resolve(train_lib.TrainConfig(model="residual_unet", model_dir=str(tmp_path)))
+    (tmp_path / "config.json").write_text(first.to_json())
+    (tmp_path / "backup").mkdir()
+    train_lib.prepare(train_lib.TrainConfig(model="residual_unet", model_dir=str(tmp_path), epochs=20))  # longer: ok
+    with pytest.raises(ConfigError, match=r"holds a run with other settings \(learning_rate differ\)"):
+        train_lib.prepare(train_lib.TrainConfig(model="residual_unet", model_dir=str(tmp_path), learning_rate=1e-4))

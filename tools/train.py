@@ -82,7 +82,8 @@ def main(argv):
     if not FLAGS.model:
         raise ConfigError("--model is required (e.g. --model=residual_unet)")
     config = train_lib.TrainConfig(
-        model=FLAGS.model, model_kwargs=_model_kwargs(), data=FLAGS.data, model_dir=FLAGS.model_dir, epochs=FLAGS.epochs,
+        model=FLAGS.model, model_kwargs=_model_kwargs(), data=FLAGS.data, model_dir=FLAGS.model_dir,
+        epochs=FLAGS.epochs,
         steps_per_epoch=FLAGS.steps_per_epoch, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         schedule=FLAGS.schedule, optimizer=FLAGS.optimizer, loss=FLAGS.loss,
         class_weights=_numbers("class_weights", float), weight_decay=FLAGS.weight_decay, sampling=FLAGS.sampling,

@@ -81,8 +81,8 @@ def test_3d_image_and_label_stay_aligned_and_slices_share_the_warp():
         # (an unaligned label agrees on 50-70% here).
         assert np.mean(np.round(out_image[..., 0]) == out_label) > 0.98
         # The slice with tumor relabelled as liver stays the tumor-free copy of the others.
-        slices = [s for s in out_label]
-        same = [np.array_equal(a, b) for a, b in ((slices[0], slices[1]), (slices[1], slices[2]), (slices[0], slices[2]))]
+        slices = list(out_label)
+        same = [np.array_equal(slices[i], slices[j]) for i, j in ((0, 1), (1, 2), (0, 2))]
         assert same.count(True) == 1
         tumor_free = [s for s in slices if not np.any(s == 2)][0]
         with_tumor = [s for s in slices if np.any(s == 2)][0]

@@ -18,7 +18,8 @@ TRAIN = os.path.join(REPO, "tools", "train.py")
 def _run(args, **kwargs):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)
-    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True, env=env, timeout=300, **kwargs)
+    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True, env=env, timeout=300,
+                          **kwargs)
 
 
 # Each case is a fresh process (~3-8 s); the option checks themselves are tested in-process
@@ -87,3 +88,7 @@ def test_sigkill_mid_epoch_then_restart_resumes(tmp_path):
     last = keras.models.load_model(model_dir / "last.keras", safe_mode=True)
     # Restarted from zero it would have 2 * steps iterations (two epochs in the second run).
     assert int(last.optimizer.iterations.numpy()) == 3 * steps
+
+    third = _run(args)  # a finished run started again trains nothing and reports
+    assert third.returncode == 0 and "Epoch" not in third.stdout
+    assert "validation on 1 held-out case(s) not trained on (phantom2)" in third.stdout
