@@ -33,7 +33,15 @@ def quiet_tensorflow():
 
 def run(main, argv=None):
     """Run an absl `main`, turning expected errors into `error: ...` on stderr and exit 1."""
-    from absl import app
+    from absl import app, flags
+
+    # absl reports a bad flag in two FATAL lines; parse first to give the one-line form.
+    app.define_help_flags()  # --help/--helpfull keep working when we parse first
+    try:
+        flags.FLAGS(sys.argv if argv is None else argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
     def wrapped(args):
         try:

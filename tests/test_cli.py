@@ -1,0 +1,27 @@
+"""liverzoo.cli: a bad flag is one `error:` line and exit 1; --help still works."""
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+# evaluate.py does not import TensorFlow, so these runs are quick.
+TOOL = str(REPO / "tools" / "evaluate.py")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_bad_flag_is_one_error_line():
+    for args in (["--nosuchflag=1"], ["--num_overlays=abc"]):
+        result = _run(*args)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_help_still_prints_usage():
+    result = _run("--help")  # absl prints the usage and exits (with status 1, its convention)
+    assert "--pred_dir" in result.stdout + result.stderr
+    assert "error:" not in result.stderr
