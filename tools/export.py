@@ -25,8 +25,9 @@ flags.DEFINE_string("input_shape", None, "Input shape without batch, e.g. 128,12
                     "(with --model; default: the model's default; with --model_path: the checkpoint's).")
 flags.DEFINE_string("format", "tflite", "What to write: saved_model or tflite.")
 flags.DEFINE_string("quantize", "none", "TFLite quantization: none, fp16, dynamic or int8.")
-flags.DEFINE_string("representative_data", None, "TFRecord file pattern of the user's shards for int8 "
-                    "calibration (default: the embedded demo CT, preprocessed with the model's preset).")
+flags.DEFINE_string("representative_data", None, "int8 calibration data: the user's TFRecord shards (a folder "
+                    "with manifest.json, the manifest or a glob; same preset as the model). Default: the "
+                    "embedded real demo CT, preprocessed with the model's preset.")
 flags.DEFINE_string("preset", None, "Preprocessing preset stored in the file (default: the zoo model's).")
 flags.DEFINE_string("output", None, "Output .tflite file or SavedModel folder.")
 flags.DEFINE_bool("verify", True, "Run the TFLite file in LiteRT on real CT and write x.verify.json.")
