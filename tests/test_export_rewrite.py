@@ -1,0 +1,78 @@
+"""export.lite_compatible: stock Conv3D / Conv3DTranspose become builtin-2D layers in TFLite files only."""
+import numpy as np
+import pytest
+
+import keras
+
+from liverzoo import export, lite
+from liverzoo.layers.conv3d import FoldedConv3D
+from liverzoo.layers.conv3d_transpose import FoldedConv3DTranspose
+
+SHAPE = (4, 8, 8, 1)
+
+
+def _tiny_3d_model():
+    """Conv3D down, both transposed-conv kinds of the zoo (V-Net 2/2, 3DYNet 3/2 "same") up."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(SHAPE)
+    x = keras.layers.Conv3D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.Conv3D(6, 3, strides=2, padding="same", name="down")(x)
+    x = keras.layers.Conv3DTranspose(4, 2, strides=2, padding="same", name="up_v")(x)
+    x = keras.layers.Conv3D(6, 1, strides=2, name="down2")(x)
+    x = keras.layers.Conv3DTranspose(4, 3, strides=2, padding="same", bias_initializer="random_normal", name="up_y")(x)
+    x = keras.layers.Conv3D(3, 1, name="logits")(x)
+    return keras.Model(inputs, keras.layers.Softmax(name="probs")(x), name="tiny3d")
+
+
+def _inputs(n=4):
+    return np.random.default_rng(1).standard_normal((n,) + SHAPE).astype("float32")
+
+
+def test_rewritten_model_equals_stock_model():
+    model = _tiny_3d_model()
+    rewritten = export.lite_compatible(model)
+    kinds = {layer.name: type(layer) for layer in rewritten.layers}
+    assert kinds["conv"] is FoldedConv3D and kinds["logits"] is FoldedConv3D
+    assert kinds["up_v"] is FoldedConv3DTranspose and kinds["up_y"] is FoldedConv3DTranspose
+    assert rewritten.get_layer("relu") is model.get_layer("relu")  # other layers are shared
+    x = _inputs()
+    np.testing.assert_allclose(np.asarray(rewritten(x)), np.asarray(model(x)), atol=1e-5)
+    # The model given is left alone (servers export it with the stock layers).
+    assert type(model.get_layer("up_y")) is keras.layers.Conv3DTranspose
+
+
+def test_layers_it_cannot_express_are_kept():
+    """A conv with a fused activation or an output-padded transpose stays stock; a 2D model is returned as is."""
+    inputs = keras.Input(SHAPE)
+    x = keras.layers.Conv3D(2, 3, padding="same", activation="relu", name="fused")(inputs)
+    x = keras.layers.Conv3DTranspose(2, 3, strides=2, padding="same", output_padding=1, name="padded")(x)
+    model = keras.Model(inputs, x)
+    rewritten = export.lite_compatible(model)
+    assert rewritten is model
+    image = keras.Input((8, 8, 1))
+    plain = keras.Model(image, keras.layers.Conv2D(2, 3)(image))
+    assert export.lite_compatible(plain) is plain
+
+
+@pytest.fixture(scope="module")
+def files():
+    model = _tiny_3d_model()
+    with export.TFLiteExporter(model, metadata=export.zoo_metadata(model, preset="lv_net")) as exporter:
+        data = {mode: exporter.convert(mode, _inputs(8)) for mode in ("none", "int8")}
+    return model, data
+
+
+def test_tflite_files_have_no_3d_ops(files):
+    _, data = files
+    for mode, flatbuffer in data.items():
+        ops = export.tflite_ops(flatbuffer)
+        assert not {"CONV_3D", "CONV_3D_TRANSPOSE"} & set(ops), (mode, ops)
+    assert export.float_ops(data["int8"]) == []
+
+
+def test_fp32_file_equals_keras(files, tmp_path):
+    model, data = files
+    path = export.write_tflite(data["none"], tmp_path / "tiny3d.tflite")
+    x = _inputs()
+    np.testing.assert_allclose(lite.LiteModel(path).predict(x), np.asarray(model(x)), atol=1e-4)
