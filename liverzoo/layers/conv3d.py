@@ -132,7 +132,11 @@ class _FoldedConv3DBase(keras.layers.Layer):
             before, after = _same_depth_padding(d, kd, sd, rd)
             x = tf.pad(x, [[0, 0], [before, after], [0, 0], [0, 0], [0, 0]])
         y = None
-        for tap, kernel in enumerate(self._tap_kernels()):
+        kernels = self._tap_kernels()
+        live = self._live_taps(d)
+        for tap, kernel in enumerate(kernels):
+            if tap not in live:
+                continue
             # Depth positions tap*rd, tap*rd + sd, ...; the negative stop keeps every slice
             # static even when D is unknown.
             stop = -(kd - 1 - tap) * rd or None
@@ -143,6 +147,26 @@ class _FoldedConv3DBase(keras.layers.Layer):
         y = self._add_bias(y)
         _, ho, wo, n = keras.ops.shape(y)
         return keras.ops.reshape(y, (b, -1, ho, wo, n))
+
+    def _live_taps(self, depth):
+        """Depth taps that read at least one real slice (all of them when D is unknown).
+
+        With "same" padding and a static depth smaller than the kernel's span (e.g. depth 1
+        at the coarsest level of LV-Net with 5x5x5 kernels), some taps see only the zero
+        padding: their 2D conv is exactly 0. Leaving them out is exact and keeps such
+        all-zero tensors out of the graph, whose zero calibrated range makes a full-int8
+        file abort in LiteRT.
+        """
+        kd, sd, rd = self.kernel_size[0], self.strides[0], self.dilation_rate[0]
+        if self.padding != "same" or kd == 1 or not isinstance(depth, int):
+            return set(range(kd))
+        before, _ = _same_depth_padding(depth, kd, sd, rd)
+        outputs = -(-depth // sd)
+        live = {
+            tap for tap in range(kd)
+            if any(0 <= tap * rd + j * sd - before < depth for j in range(outputs))
+        }
+        return live or set(range(kd))
 
     def _conv2d(self, x, kernel, strides, dilation):
         return self._op(x, kernel, strides=strides, padding=self.padding, dilation_rate=dilation)

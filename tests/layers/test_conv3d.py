@@ -107,6 +107,10 @@ CONV_CASES = [
     (3, 1, (1, 2, 2), "same", (1, 4, 9, 9, 2)),
     ((2, 3, 1), (2, 1, 1), 1, "valid", (1, 7, 8, 9, 2)),
     (1, 2, 1, "same", (1, 5, 5, 6, 2)),
+    # Depth below the kernel's span: taps that see only padding are left out (see _live_taps).
+    (5, 1, 1, "same", (2, 1, 4, 4, 2)),
+    (5, 2, 1, "same", (1, 2, 4, 5, 2)),
+    ((3, 3, 3), 1, (2, 1, 1), "same", (1, 2, 4, 4, 2)),
 ]
 
 ILL_CASES = [
@@ -168,6 +172,26 @@ def test_folded_conv3d_equals_conv3d_and_numpy(kernel_size, strides, dilation, p
     np.testing.assert_allclose(y, np.asarray(_copy_to_stock(layer, stock, x)(x)), atol=1e-5)
     reference = numpy_conv3d(x, *layer.get_weights(), layer.strides, padding, layer.dilation_rate)
     np.testing.assert_allclose(y, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kernel_size,strides,dilation,depth,live",
+    [(5, 1, 1, 1, {2}), (5, 1, 1, 2, {1, 2, 3}), (5, 1, 1, 3, {0, 1, 2, 3, 4}), (5, 2, 1, 2, {1, 2}),
+     (3, 1, 2, 2, {1}), (3, 1, 1, None, {0, 1, 2})],
+)
+def test_taps_that_see_only_padding_are_left_out(kernel_size, strides, dilation, depth, live):
+    """Depth 1 at the bottom of LV-Net: 4 of 5 taps read only zeros (a zero int8 range in LiteRT)."""
+    layer = DepthwiseConv3D(kernel_size, strides=strides, dilation_rate=dilation, padding="same")
+    assert layer._live_taps(depth) == live
+    # Brute force: a tap is live when some output position reads a real slice.
+    if depth is not None:
+        x = np.zeros((1, depth, 3, 3, 1), np.float32)
+        layer.build(x.shape)
+        for tap in range(kernel_size):
+            kernel = np.zeros(layer.kernel.shape, np.float32)
+            kernel[tap] = 1.0
+            layer.kernel.assign(kernel)
+            assert (np.abs(np.asarray(layer(x + 1.0))).max() > 0) == (tap in live), tap
 
 
 def test_unknown_sizes_give_the_same_outputs():
