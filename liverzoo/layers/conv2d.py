@@ -4,10 +4,12 @@ Blocks are plain functions over Keras tensors (keras-hub style `apply_*`); the o
 operation with no stock Keras layer, sub-pixel upsampling (`depth_to_space`), is a
 serializable layer so that every model reloads with `safe_mode=True`.
 
-Normalization: instance norm is `keras.layers.GroupNormalization(groups=-1)` (one group
-per channel = statistics over H, W per sample and channel, with a per-channel affine),
-which is exactly nnU-Net's `InstanceNorm2d(affine=True)`; `LayerNormalization(axis=(1, 2))`
-would normalise over the same axes but learn an (H, W)-shaped affine, so it cannot serve.
+Normalization: instance norm is `liverzoo.layers.normalization.InstanceNormalization`
+(statistics over H, W per sample and channel, with a per-channel affine: nnU-Net's
+`InstanceNorm2d(affine=True)`). It computes what `keras.layers.GroupNormalization(groups=-1)`
+computes, with the same weights, but its statistics stay accurate in TFLite (see that
+module); `LayerNormalization(axis=(1, 2))` would learn an (H, W)-shaped affine, so it
+cannot serve.
 
 Papers: depthwise-separable convolution and residual blocks as in
 ../shared/papers/002_7138868b57b69ed8.txt (Sec. V-A) and 000_ebe0050d52f538d0.txt (Sec. III-B).
@@ -16,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from liverzoo.errors import ConfigError
+from liverzoo.layers.normalization import InstanceNormalization
 
 NORMS = ("batch", "instance", None)
 ACTIVATIONS = ("relu", "leaky_relu", None)
@@ -74,21 +77,21 @@ def normalization(norm, *, name):
     """Returns the normalization layer for `norm` ("batch", "instance") or None.
 
     Args:
-        norm: "batch" (BatchNormalization), "instance" (GroupNormalization with one group
-            per channel, epsilon 1e-5 as in nnU-Net) or None.
+        norm: "batch" (BatchNormalization), "instance" (InstanceNormalization, epsilon
+            1e-5 as in nnU-Net) or None.
         name: layer name.
 
     Returns:
         A Keras layer, or None for `norm=None`.
 
     Example:
-        >>> normalization("instance", name="stage1_norm").groups
-        -1
+        >>> normalization("instance", name="stage1_norm").epsilon
+        1e-05
     """
     if norm == "batch":
         return keras.layers.BatchNormalization(name=name)
     if norm == "instance":
-        return keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)
+        return InstanceNormalization(epsilon=1e-5, name=name)
     if norm is None:
         return None
     raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")

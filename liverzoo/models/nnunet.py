@@ -11,6 +11,27 @@ from liverzoo.models.checks import check_builder_args
 
 # Feature widths of nnU-Net's 2D plan for LiTS (8 stages, 7 poolings: 512 -> 4).
 LITS_2D_FILTERS = (32, 64, 128, 256, 480, 480, 480, 480)
+# nnU-Net's planner stops pooling before a feature map edge drops below 4.
+MIN_FEATURE_SIZE = 4
+
+
+def planned_stages(input_shape, num_filters, min_feature_size=MIN_FEATURE_SIZE):
+    """Stages nnU-Net's rule gives an (H, W) input: pool while both edges stay >= min_feature_size.
+
+    At most `num_filters` stages. 512x512 gives 8 (the LiTS plan, 512 -> 4), 256x256 gives 7,
+    128x128 gives 6. A deeper net would instance-normalise 1x1 or 2x2 maps, where the
+    statistics of a single position make the output its bias (no information passes, and
+    a full-int8 file gets a zero-range tensor that aborts LiteRT).
+
+    Example:
+        >>> planned_stages((128, 128, 7), 8)
+        6
+    """
+    edge, pools = min(input_shape[:2]), 0
+    while pools < num_filters - 1 and edge is not None and edge // 2 >= min_feature_size and edge % 2 == 0:
+        edge //= 2
+        pools += 1
+    return pools + 1
 
 
 def _apply_stage(x, filters, *, strides, separable, name):
@@ -35,11 +56,14 @@ def build_nnunet(
     filters=LITS_2D_FILTERS,
     separable=True,
     deep_supervision=True,
+    min_feature_size=MIN_FEATURE_SIZE,
     name="ds_nnunet",
 ):
     """nnU-Net 2D U-Net, with depthwise-separable 3x3 convs (DS nnU-Net) or standard ones.
 
-    Topology of nnU-Net's 2D plan for LiTS: one stage per entry of `filters`, each two
+    Topology of nnU-Net's 2D plan for LiTS: one stage per entry of `filters` (the first
+    `planned_stages(input_shape)` of them: as nnU-Net plans a smaller patch, pooling stops
+    before a feature map edge drops below `min_feature_size`), each two
     3x3 conv + instance norm + LeakyReLU(0.01); downsampling by a stride-2 first conv;
     upsampling by 2x2 stride-2 transposed convs (no bias), concatenation with the encoder
     stage, then a decoder stage. DS nnU-Net (../shared/papers/000_ebe0050d52f538d0.txt,
@@ -54,12 +78,14 @@ def build_nnunet(
     `aux_sK` comes from the decoder level with stride K.
 
     Args:
-        input_shape: `(H, W, T)`: H and W divisible by `2**(len(filters) - 1)` (128 for the
-            LiTS plan); T odd (the centre slice is predicted).
+        input_shape: `(H, W, T)`: H and W divisible by 2 to the number of poolings
+            (128 for the full LiTS plan at 512x512); T odd (the centre slice is predicted).
         num_classes: output classes (background, liver, tumor).
-        filters: channels per stage, from full resolution to the bottleneck.
+        filters: channels per stage, from full resolution to the bottleneck (stages past
+            the planned depth are not built).
         separable: depthwise-separable 3x3 convs (DS nnU-Net) or standard (2D nnU-Net).
         deep_supervision: return `[main, aux...]` instead of the main output alone.
+        min_feature_size: smallest bottleneck edge (nnU-Net: 4).
         name: model name.
 
     Returns:
@@ -72,6 +98,8 @@ def build_nnunet(
         (None, 256, 256, 3)
     """
     filters = tuple(filters)
+    if len(input_shape) == 3 and all(isinstance(n, int) for n in input_shape[:2]):
+        filters = filters[: planned_stages(input_shape, len(filters), min_feature_size)]
     shape = check_builder_args(
         name, input_shape, num_classes, rank=3, divisor=2 ** (len(filters) - 1), odd_channels=True
     )
@@ -99,7 +127,7 @@ def build_ds_nnunet(input_shape, num_classes=3, *, deep_supervision=True, filter
     ../shared/papers/000_ebe0050d52f538d0.txt (Sec. III-B, Table I: 7.7 M parameters).
 
     Args:
-        input_shape: `(H, W, T)`, H and W divisible by 128, T odd (the paper: T = 7).
+        input_shape: `(H, W, T)`, T odd (the paper: T = 7); sizes as in `build_nnunet`.
         num_classes, deep_supervision, filters, name: as in `build_nnunet`.
 
     Returns:
@@ -120,7 +148,7 @@ def build_nnunet_2d(input_shape, num_classes=3, *, deep_supervision=True, filter
     With T > 1 slices it is the paper's nnU-Net-DS / nnU-Net-DSD fed with slice stacks.
 
     Args:
-        input_shape: `(H, W, T)`, H and W divisible by 128, T odd (T = 1: plain 2D).
+        input_shape: `(H, W, T)`, T odd (T = 1: plain 2D); sizes as in `build_nnunet`.
         num_classes, deep_supervision, filters, name: as in `build_nnunet`.
 
     Returns:
