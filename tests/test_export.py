@@ -39,28 +39,14 @@ LIMITS = {
 MIN_FOREGROUND = 0.01
 #: (model, mode) -> (limits kept by the test, measured, reason).
 EXCEPTIONS = {
-    ("ds_nnunet", "none"): ({"max_abs_prob_diff": 1e-3}, "1.6e-4 to 4.7e-4, argmax agreement 1.0",
-                            "instance norm statistics over 256x256 planes: TFLite's MEAN sums in float32 in "
-                            "another order than TF (a lone GroupNormalization: 9.9e-5 vs Keras' 3.0e-5 from a "
-                            "float64 reference)"),
-    ("nnunet_2d", "none"): ({"max_abs_prob_diff": 1e-3}, "1.8e-4 at 256x256, argmax agreement 1.0", "as ds_nnunet"),
-    ("ynet3d_ee", "int8"): ({"argmax_agreement": 0.95, "foreground_dice": 0.75},
-                            "agreement 0.966 to 0.983, foreground Dice 0.81",
-                            "after 30 steps its scores are still within 0.1 of a tie on ~9 % of the voxels "
-                            "(1-2 % for the other models), so int8 rounding flips more of them"),
+    ("ynet3d_ee", "int8"): ({"argmax_agreement": 0.95, "foreground_dice": 0.8},
+                            "agreement 0.964, foreground Dice 0.87 (60 steps)",
+                            "no normalisation layers: after 60 steps its scores are still within 0.1 of a tie "
+                            "on ~9 % of the voxels (1-2 % for the other models), so int8 rounding flips more of "
+                            "them; a larger learning rate kills whole ReLU layers (zero range, LiteRT abort)"),
 }
 #: model -> why its int8 file does not load in LiteRT (the export must refuse it).
-KNOWN_INT8_FAILURES = {
-    # At depth 1 (level 5 of a 16-slice input) 4 of the 5 depth taps of LV-Net's 5x5x5
-    # depthwise convs see only zero padding: a zero calibrated range; XNNPACK's int8 subgraph
-    # set-up then fails and double-frees (the process aborts). Fresh weights happen to load.
-    "lv_net": "DepthwiseConv3D depth taps that see only padding",
-    # At 128x128 (its test and default size) the bottleneck is 1x1: instance norm outputs
-    # exactly its bias, a zero calibrated range, and LiteRT's int8 ADD aborts in Prepare.
-    # At 256x256 the same topology loads (ds_nnunet is checked there; nnunet_2d measured
-    # 0.984 agreement).
-    "nnunet_2d": "instance normalisation over a 1x1 feature map",
-}
+KNOWN_INT8_FAILURES = {}
 
 
 @pytest.fixture(scope="session")
@@ -222,7 +208,9 @@ def test_op_lists_equal_the_interpreters_own(tmp_path):
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     in_float = {op["op_name"] for op in ops if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
                 and tensors[op["outputs"][0]]["dtype"] == np.float32}
-    assert lite.float_ops(data) == sorted(in_float) == ["CONV_3D"]  # TFLite has no int8 CONV_3D
+    # The convs keep their built-in activations, so lite_compatible leaves them stock CONV_3D,
+    # which has no int8 kernel: the one float op.
+    assert lite.float_ops(data) == sorted(in_float) == ["CONV_3D"]
 
 
 def test_int8_file_has_int8_io_and_lite_model_dequantizes(tmp_path):
