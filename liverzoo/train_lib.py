@@ -500,6 +500,19 @@ def _write_folds(source, split, out_dir):
     return files
 
 
+def data_inplane_size(config, source):
+    """In-plane size the slices are resized to for this run: None means the preset's plane.
+
+    The demo works at the model's input size (every slice of the 128^3 crop is one whole
+    input). `config.json` records it, so that `tools/predict.py` segments new CT on the
+    plane the model was trained on.
+    """
+    if source.kind != "demo":
+        return None
+    height, width = config.input_shape[-3:-1] if config.kind == "2d" else config.input_shape[1:3]
+    return height if height == width else None
+
+
 def prepare_data(config, source, work_dir, log=print):
     """Shards for training and validation: `(train_files, val_files)`.
 
@@ -518,11 +531,7 @@ def prepare_data(config, source, work_dir, log=print):
         files = _write_folds(source, split, os.path.join(work_dir, "data", f"fold{config.fold}of{config.num_folds}"))
         return [files["train"]], [files["val"]]
 
-    inplane = None
-    if source.kind == "demo":
-        # The demo works at the model's input size: every slice is one whole input.
-        height, width = config.input_shape[-3:-1] if config.kind == "2d" else config.input_shape[1:3]
-        inplane = height if height == width else None
+    inplane = data_inplane_size(config, source)
     tag = f"{config.preset}-{inplane or 'preset'}" + (f"-fold{config.fold}of{config.num_folds}" if split else "")
     out_dir = os.path.join(work_dir, "data", tag)
     if not os.path.isfile(os.path.join(out_dir, tfrecord.MANIFEST_NAME)):
@@ -1226,7 +1235,10 @@ def train(config, log=None):
     work_dir = _worker_dir(config.model_dir, strategy)
     os.makedirs(work_dir, exist_ok=True)
     if chief:
-        _atomic_write_text(os.path.join(config.model_dir, "config.json"), config.to_json())
+        # The resolved config plus the in-plane size of the data, which inference must reuse.
+        run = dict(json.loads(config.to_json()), inplane_size=data_inplane_size(config, source))
+        _atomic_write_text(os.path.join(config.model_dir, "config.json"),
+                           json.dumps(run, indent=1, sort_keys=True) + "\n")
     train_files, val_files = prepare_data(config, source, work_dir, log)
 
     previous_policy = keras.config.dtype_policy()

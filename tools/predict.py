@@ -32,6 +32,8 @@ flags.DEFINE_integer("stride", 1, "Slice stride of 2.5D stacks (Eq. (1) of the D
 flags.DEFINE_integer("window", 20, "Slices per 3D sub-volume for models with a free depth.", lower_bound=1)
 flags.DEFINE_integer("step", 10, "Slices between 3D sub-volume starts.", lower_bound=1)
 flags.DEFINE_enum("weighting", "mean", ["mean", "gaussian"], "How overlapping scores are combined.")
+flags.DEFINE_integer("inplane_size", None, "Working in-plane size; 0 keeps the CT's plane (default: the training "
+                     "run's, read from the config.json beside a .keras checkpoint, else the preset's).", lower_bound=0)
 flags.DEFINE_integer("num_threads", 2, "CPU threads for LiteRT (.tflite models).", lower_bound=1)
 
 _NIFTI = re.compile(r"^(?P<case>.+?)\.nii(\.gz)?$")
@@ -90,6 +92,28 @@ def _spec(name):
     return SPECS[name]
 
 
+def training_inplane_size(model_path):
+    """The in-plane size a trainer checkpoint was trained on (its run's config.json), or None.
+
+    A model sees anatomy at the scale it was trained at: the demo trains on 128x128 slices,
+    and segmenting on the preset's 256 plane would show it everything twice as large.
+    """
+    config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    if not model_path.endswith(".keras") or not os.path.isfile(config):
+        return None
+    import json
+
+    try:
+        with open(config) as f:
+            size = json.load(f).get("inplane_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(size, int) and size > 0:
+        print(f"in-plane size {size}, the training run's ({config})")
+        return size
+    return None
+
+
 def load_model(path, model_name=None, num_threads=2):
     """(predict function or Keras model, segment() keyword arguments) for a model file.
 
@@ -128,7 +152,9 @@ def load_model(path, model_name=None, num_threads=2):
     import liverzoo.models  # noqa: F401
 
     try:
-        model = keras.saving.load_model(path, safe_mode=True)
+        # compile=False: inference needs no loss or optimizer, and a trainer checkpoint's
+        # loss (liverzoo.losses) must not have to be importable to segment with it.
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # Keras raises many types for a bad archive
         raise DataError(f"--model_path {path}: cannot load the Keras model ({type(e).__name__}: {e})") from None
     if model_name:
@@ -205,6 +231,8 @@ def main(argv):
     from liverzoo.inference import segment
 
     model, model_kwargs = load_model(FLAGS.model_path, FLAGS.model, FLAGS.num_threads)
+    model_kwargs["inplane_size"] = (FLAGS.inplane_size if FLAGS.inplane_size is not None
+                                    else training_inplane_size(FLAGS.model_path))
     if not _is_nifti(FLAGS.output):
         os.makedirs(FLAGS.output, exist_ok=True)
     progress, skipped = Progress(len(cases)), []

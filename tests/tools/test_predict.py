@@ -129,6 +129,34 @@ def test_bad_flags(predict_tool, tiny_model_path, shared_ct_dir, tmp_path, args,
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+def test_trainer_checkpoint_with_its_loss_and_optimizer_loads(tiny_model_path, shared_ct_dir, tmp_path):
+    """best.keras from tools/train.py carries a compiled liverzoo loss; predict must load it
+    in a fresh process (this failed in `make demo` before compile=False), and segment on the
+    in-plane size the run's config.json records (the demo trains on 128, not the preset's 256)."""
+    import json
+
+    import keras
+
+    from liverzoo import losses
+    from liverzoo.data.io import load_volume
+    from liverzoo.inference import segment
+
+    model = keras.saving.load_model(tiny_model_path)
+    model.compile(optimizer=keras.optimizers.SGD(1e-2, momentum=0.99, nesterov=True),
+                  loss=losses.WeightedCrossEntropy(class_weights=(1.0, 3.0, 10.0)))
+    model.save(tmp_path / "best.keras")
+    (tmp_path / "config.json").write_text(json.dumps({"model": "residual_unet", "inplane_size": 48}))
+    result = run_cli(f"--model_path={tmp_path / 'best.keras'}", "--model=residual_unet",
+                     f"--input={shared_ct_dir / CT}", f"--output={tmp_path / 'mask.nii.gz'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "in-plane size 48, the training run's" in result.stdout
+    ct = load_volume(str(shared_ct_dir / CT))
+    expected = segment(model, ct, model_name="residual_unet", inplane_size=48)
+    got = np.asarray(nib.load(str(tmp_path / "mask.nii.gz")).dataobj)
+    np.testing.assert_array_equal(got, ct.to_source(expected))
+    assert not np.array_equal(expected, segment(model, ct, model_name="residual_unet"))  # the size matters
+
+
 def test_cli_flag_error_is_one_line(tmp_path):
     result = run_cli(f"--model_path={tmp_path / 'missing.keras'}", f"--input={tmp_path}", f"--output={tmp_path}")
     assert result.returncode == 1
