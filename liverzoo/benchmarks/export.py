@@ -3,16 +3,15 @@
 `run()` measures, in one process, for every registered model:
 
 - at its paper input size (`SPECS[name].paper_input_shape`; `BENCH_OVERRIDES` where that is
-  impractical on a 2-core CPU, said under the table): the median latency of one batch-1
-  inference of the fp32 file in LiteRT (XNNPACK, 2 threads) and of the Keras model (a traced
-  `model(x, training=False)`), in the same run, and the size of that fp32 file. Latency
-  does not depend on the weights' values, so these models have fresh weights.
-- at the test size (`fine_tuned_model`, the setting of tests/test_export.py): the file size
-  of each mode, and the int8 argmax agreement and foreground Dice with Keras on real demo
-  CT after a brief fine-tune (int8 agreement of fresh random weights measures rounding of
-  near-tied scores, not the export). int8 files at the papers' sizes are not made: the
-  calibration of a 16x256x256 3D U-Net keeps every activation of an inference, more
-  memory than this machine has.
+  impractical on a 2-core CPU, said under the table), with fresh weights (sizes and
+  latencies do not depend on their values): the file of each quantization mode (int8
+  calibrated on real demo CT at that size), and the median latency of one batch-1 inference
+  of the fp32 and int8 files in LiteRT (XNNPACK, 2 threads) and of the Keras model (a traced
+  `model(x, training=False)`), in the same run;
+- at the test size (`fine_tuned_model`, the setting of tests/test_export.py): the int8
+  argmax agreement and foreground Dice with Keras on real demo CT after a brief fine-tune
+  (int8 agreement of fresh random weights measures rounding of near-tied scores, not the
+  export).
 
 Goals (issue 7): LiteRT fp32 no slower than Keras; int8 at most 0.3x the fp32 size.
 """
@@ -150,8 +149,8 @@ def _repeats(path, repeats):
     return min(repeats, 3) if lite_latency(path, repeats=1) > 5.0 else repeats
 
 
-def benchmark_model(name, input_shape, kwargs, *, workdir, repeats=5):
-    """One table row: sizes and int8 fidelity (test size), LiteRT and Keras latency (`input_shape`)."""
+def benchmark_model(name, input_shape, kwargs, *, workdir, repeats=5, num_calibration=4):
+    """One table row: sizes and latencies at `input_shape`, int8 fidelity at the test size."""
     import os
 
     import keras
@@ -160,39 +159,41 @@ def benchmark_model(name, input_shape, kwargs, *, workdir, repeats=5):
     from liverzoo.benchmarks.models import keras_latency
 
     row = {"name": name, "input_shape": input_shape, "size": {}, "errors": []}
-    # Sizes (independent of the input size: the same weights) and int8 fidelity at the test
-    # size, on a fine-tuned model. int8 calibration at the paper sizes of the 3D baselines
-    # needs more memory than this machine has (all activations of a 16x256x256 U-Net).
+    # int8 fidelity on a fine-tuned model at the test size (fresh weights give near-tied scores).
     model, inputs = fine_tuned_model(name, shape=BENCH_FINE_TUNE_SHAPES.get(name))
     row["test_shape"] = inputs.shape[1:]
-    row["test_params"] = model.count_params()
-    with export.TFLiteExporter(model) as exporter:
-        for mode in export.QUANTIZE_MODES:
-            _progress(f"export: {name} {mode}")
-            path = f"{workdir}/{name}_{mode}.tflite"
-            try:
-                export.write_tflite(exporter.convert(mode, num_calibration=16), path)
-            except ConfigError as e:
-                row["size"][mode] = None
-                row["errors"].append(f"{mode} at {'x'.join(map(str, inputs.shape[1:]))}: {e}")
-                continue
-            row["size"][mode] = os.path.getsize(path)
-            if mode == "int8":
-                report = export.verify_tflite(path, model, inputs)
-                row["int8_agreement"], row["int8_dice"] = report["argmax_agreement"], report["dice"]["foreground"]
+    _progress(f"export: {name} int8 fidelity at {row['test_shape']}")
+    try:
+        path = export.write_tflite(export.convert_tflite(model, "int8", num_calibration=16),
+                                   f"{workdir}/{name}_test_int8.tflite")
+        report = export.verify_tflite(path, model, inputs)
+        row["int8_agreement"], row["int8_dice"] = report["argmax_agreement"], report["dice"]["foreground"]
+    except ConfigError as e:
+        row["errors"].append(f"int8 at the test size: {e}")
     del model
     keras.backend.clear_session()
 
-    # Speed at the benchmark size (fresh weights: latency does not depend on their values).
+    # Sizes and speed at the benchmark size; fresh weights (neither depends on their values).
     keras.utils.set_random_seed(0)
     model = models.build(name, input_shape=input_shape, **kwargs)
     row["params"] = model.count_params()
-    _progress(f"export: {name} fp32 at {input_shape}")
-    path = export.write_tflite(export.convert_tflite(model), f"{workdir}/{name}_bench.tflite")
-    row["bench_fp32_size"] = os.path.getsize(path)
+    paths = {}
+    with export.TFLiteExporter(model) as exporter:
+        for mode in export.QUANTIZE_MODES:
+            _progress(f"export: {name} {mode} at {input_shape}")
+            try:
+                # int8: calibrated on real demo CT preprocessed to this input size.
+                data = exporter.convert(mode, num_calibration=num_calibration)
+            except ConfigError as e:
+                row["size"][mode] = None
+                row["errors"].append(f"{mode}: {e}")
+                continue
+            paths[mode] = export.write_tflite(data, f"{workdir}/{name}_{mode}.tflite")
+            row["size"][mode] = os.path.getsize(paths[mode])
     _progress(f"export: {name} LiteRT latency")
-    row["repeats"] = _repeats(path, repeats)
-    row["lite_s"] = lite_latency(path, repeats=row["repeats"])
+    row["repeats"] = _repeats(paths["none"], repeats)
+    row["lite_s"] = lite_latency(paths["none"], repeats=row["repeats"])
+    row["lite_int8_s"] = lite_latency(paths["int8"], repeats=row["repeats"]) if "int8" in paths else None
     _progress(f"export: {name} Keras latency")
     row["keras_s"] = keras_latency(export.inference_model(model), input_shape, repeats=row["repeats"])
     del model
@@ -231,49 +232,39 @@ def run(quick=False):
                              + (f" with {kwargs}" if kwargs else "") + f": {why}.")
             rows.append(benchmark_model(name, shape, kwargs, workdir=workdir, repeats=repeats))
             notes += [f"- `{name}` {error}" for error in rows[-1]["errors"]]
-    speed, sizes = [], []
+    table = []
     for r in rows:
-        speed.append([
-            r["name"], "x".join(map(str, r["input_shape"])), f"{r['params']:,}", _mb(r["bench_fp32_size"]),
-            _ms(r["keras_s"]), _ms(r["lite_s"]), f"{r['keras_s'] / r['lite_s']:.2f}",
-        ])
         fp32, int8 = r["size"].get("none"), r["size"].get("int8")
-        sizes.append([
-            r["name"], "x".join(map(str, r["test_shape"])), f"{r['test_params']:,}",
+        table.append([
+            r["name"], "x".join(map(str, r["input_shape"])), f"{r['params']:,}",
             *(_mb(r["size"].get(m)) for m in ("none", "fp16", "dynamic", "int8")),
             f"{int8 / fp32:.2f}" if fp32 and int8 else "-",
+            _ms(r["keras_s"]), _ms(r["lite_s"]), f"{r['keras_s'] / r['lite_s']:.2f}", _ms(r["lite_int8_s"]),
+            "x".join(map(str, r["test_shape"])),
             f"{r['int8_agreement']:.4f} / {r['int8_dice']:.3f}" if "int8_agreement" in r else "-",
         ])
         if r["repeats"] != repeats:
             notes.append(f"- `{r['name']}`: medians of {r['repeats']} runs (one inference takes seconds).")
+    header = ["model", "input", "params", "fp32 MB", "fp16 MB", "dynamic MB", "int8 MB", "int8/fp32", "Keras ms",
+              "LiteRT fp32 ms", "Keras/LiteRT", "LiteRT int8 ms", "test size", "int8 agreement / fg Dice"]
     text = [
-        "## Export: LiteRT vs Keras latency, TFLite sizes, int8 agreement",
+        "## Export: TFLite sizes, LiteRT vs Keras latency, int8 agreement",
         "",
-        f"Machine: {machine_line()}.",
+        f"Machine: {machine_line()}. Each model at the input size shown (the paper's unless noted below), "
+        "fresh weights (sizes and latencies do not depend on their values): the file of each `--quantize` mode, "
+        "int8 calibrated on 4 inputs of the embedded demo CT preprocessed to that size. Latency: batch 1, LiteRT "
+        f"with XNNPACK and {NUM_THREADS} threads vs Keras (a traced `model(x, training=False)` on the machine's "
+        f"cores), medians of {repeats} runs after a warm-up, in the same run. int8 agreement and foreground Dice: "
+        "as tests/test_export.py measures them, on the model at the test size shown after 10 Adam steps (30 for "
+        "ynet3d, 60 for ds_nnunet and ynet3d_ee) on the demo's LiTS 117 training slab, int8 calibrated on 16 "
+        "inputs of the demo CT and compared with Keras on other slices of that slab. Goals (issue 7): "
+        "Keras/LiteRT >= 1; int8/fp32 <= 0.3; agreement >= 0.98.",
         "",
-        "### Latency at the paper's input size (fp32 file)",
-        "",
-        f"Batch 1 at the input size shown (the paper's unless noted below), LiteRT with XNNPACK and "
-        f"{NUM_THREADS} threads vs Keras (a traced `model(x, training=False)` on the machine's cores), "
-        f"medians of {repeats} runs after a warm-up, in the same run; fresh weights (latency does not depend "
-        "on their values). Goal: Keras/LiteRT >= 1.",
-        "",
-        markdown_table(["model", "input", "params", "fp32 file MB", "Keras ms", "LiteRT fp32 ms", "Keras/LiteRT"],
-                       speed),
-        "",
-        "### File sizes and int8 fidelity at the test size",
-        "",
-        "Each model at the size tests/test_export.py uses, after 10 Adam steps (30 for ynet3d, 60 for ds_nnunet "
-        "and ynet3d_ee) on the demo's LiTS 117 training slab; all four files converted from those weights, int8 "
-        "calibrated on 16 inputs of the embedded demo CT, and its argmax agreement and foreground Dice with "
-        "Keras measured on other slices of that slab. Sizes follow the weights: the nnU-Nets at 128x128 plan 6 "
-        "stages instead of 8 (fewer weights than at the paper's size), and 3D models whose deepest level has "
-        "depth 1 at these sizes leave out the depth taps that read only padding. Goal: int8/fp32 <= 0.3.",
-        "",
-        markdown_table(["model", "test size", "params", "fp32 MB", "fp16 MB", "dynamic MB", "int8 MB", "int8/fp32",
-                        "int8 agreement / fg Dice"], sizes),
+        markdown_table(header, table),
     ]
     if notes:
         text += ["", *notes]
-    latency = [(r["name"], {"Keras": r["keras_s"] * 1e3, "LiteRT fp32": r["lite_s"] * 1e3}) for r in rows]
+    latency = [(r["name"], {"Keras": r["keras_s"] * 1e3, "LiteRT fp32": r["lite_s"] * 1e3,
+                            **({"LiteRT int8": r["lite_int8_s"] * 1e3} if r["lite_int8_s"] else {})})
+               for r in rows]
     return "\n".join(text), {"latency": latency}
