@@ -132,11 +132,8 @@ class _FoldedConv3DBase(keras.layers.Layer):
             before, after = _same_depth_padding(d, kd, sd, rd)
             x = tf.pad(x, [[0, 0], [before, after], [0, 0], [0, 0], [0, 0]])
         y = None
-        kernels = self._tap_kernels()
-        live = self._live_taps(d)
-        for tap, kernel in enumerate(kernels):
-            if tap not in live:
-                continue
+        for tap in sorted(self._live_taps(d)):
+            kernel = self._fold_kernel(self.kernel[tap])
             # Depth positions tap*rd, tap*rd + sd, ...; the negative stop keeps every slice
             # static even when D is unknown.
             stop = -(kd - 1 - tap) * rd or None
@@ -173,10 +170,6 @@ class _FoldedConv3DBase(keras.layers.Layer):
 
     def _add_bias(self, y):
         return y if self.bias is None else y + self.bias
-
-    def _tap_kernels(self):
-        """The kernel as kd 2D kernels, one per depth tap."""
-        return [self._fold_kernel(self.kernel[tap]) for tap in range(self.kernel_size[0])]
 
     def _temporal_kernel(self):
         """A (kd, 1, 1) kernel as one (kd, 1) 2D kernel."""

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from liverzoo.errors import ConfigError
-from liverzoo.layers.conv3d import PADDINGS, _triple
+from liverzoo.layers.conv3d import _FoldedConv3DBase
 
 
 def _axis_plan(kernel, stride, padding):
@@ -50,7 +50,7 @@ def _axis_plan(kernel, stride, padding):
 
 
 @keras.saving.register_keras_serializable(package="liverzoo")
-class FoldedConv3DTranspose(keras.layers.Layer):
+class FoldedConv3DTranspose(_FoldedConv3DBase):
     """A `keras.layers.Conv3DTranspose` built from TFLite builtin ops (no CONV_3D_TRANSPOSE).
 
     Equals `keras.layers.Conv3DTranspose(filters, kernel_size, strides, padding)` with the same
@@ -80,54 +80,23 @@ class FoldedConv3DTranspose(keras.layers.Layer):
         TensorShape([1, 8, 16, 16, 8])
     """
 
-    def __init__(
-        self,
-        filters,
-        kernel_size,
-        strides=1,
-        padding="valid",
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", **kwargs):
+        # Argument checks, weights and config are FoldedConv3D's; a transposed conv has no
+        # dilation here (get_config writes dilation_rate=1, which from_config passes back).
+        super().__init__(kernel_size, strides=strides, padding=padding, **kwargs)
         cls = type(self).__name__
+        if self.dilation_rate != (1, 1, 1):
+            raise ConfigError(f"{cls}: dilation_rate is not supported, got {self.dilation_rate}")
         if not isinstance(filters, int) or filters < 1:
             raise ConfigError(f"{cls}: filters must be a positive int, got {filters!r}")
-        if padding not in PADDINGS:
-            raise ConfigError(f"{cls}: padding must be one of {PADDINGS}, got {padding!r}")
         self.filters = filters
-        self.kernel_size = _triple(kernel_size, "kernel_size", cls)
-        self.strides = _triple(strides, "strides", cls)
-        self.padding = padding
-        self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self._plans = [_axis_plan(k, s, padding) for k, s in zip(self.kernel_size, self.strides)]
 
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        if len(input_shape) != 5 or channels is None:
-            raise ConfigError(
-                f"{type(self).__name__}: expects (B, D, H, W, C) input with a known C, got {tuple(input_shape)}"
-            )
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(*self.kernel_size, self.filters, channels),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.filters,), initializer=self.bias_initializer, regularizer=self.bias_regularizer
-            )
-        super().build(input_shape)
+    def _kernel_shape(self, channels):
+        return (*self.kernel_size, self.filters, channels)  # Conv3DTranspose's layout
+
+    def _out_channels(self, channels):
+        return self.filters
 
     def _phase_kernel(self, phase):
         """`(td, th, tw, C, filters)` kernel of one output phase `(rd, rh, rw)`.
@@ -199,15 +168,5 @@ class FoldedConv3DTranspose(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
-        )
+        config.update(filters=self.filters)
         return config

@@ -80,6 +80,7 @@ def test_run_layer_test(init_kwargs, shape, expected, tmp_path):
         dict(filters=4, kernel_size=(2, 2)),
         dict(filters=4, kernel_size=2, strides=0),
         dict(filters=4, kernel_size=2, padding="causal"),
+        dict(filters=4, kernel_size=2, dilation_rate=2),
     ],
 )
 def test_bad_arguments_raise_config_error(init_kwargs):
