@@ -103,15 +103,21 @@ def training_inplane_size(model_path):
         return None
     import json
 
+    from liverzoo.errors import DataError
+
     try:
         with open(config) as f:
             size = json.load(f).get("inplane_size")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError) as e:
+        raise DataError(f"{config}: cannot read the run's inplane_size ({type(e).__name__}: {e}); "
+                        "fix the file or pass --inplane_size") from None
+    if size is None:  # the preset's plane, or a run from before the size was recorded
         return None
-    if isinstance(size, int) and size > 0:
-        print(f"in-plane size {size}, the training run's ({config})")
-        return size
-    return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise DataError(f"{config}: inplane_size must be a non-negative int, got {size!r}; "
+                        "fix the file or pass --inplane_size")
+    print(f"in-plane size {size}, the training run's ({config})")
+    return size
 
 
 def load_model(path, model_name=None, num_threads=2):

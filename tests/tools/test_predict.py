@@ -157,6 +157,21 @@ def test_trainer_checkpoint_with_its_loss_and_optimizer_loads(tiny_model_path, s
     assert not np.array_equal(expected, segment(model, ct, model_name="residual_unet"))  # the size matters
 
 
+def test_training_inplane_size_from_the_run(predict_tool, tmp_path):
+    model = tmp_path / "best.keras"
+    assert predict_tool.training_inplane_size(str(model)) is None  # no config.json: the preset's
+    (tmp_path / "config.json").write_text('{"inplane_size": null}')
+    assert predict_tool.training_inplane_size(str(model)) is None
+    (tmp_path / "config.json").write_text('{"inplane_size": 128}')
+    assert predict_tool.training_inplane_size(str(model)) == 128
+    assert predict_tool.training_inplane_size(str(tmp_path / "m.tflite")) is None  # only .keras runs
+    for text, message in [("{not json", "cannot read the run's inplane_size"),
+                          ('{"inplane_size": "128"}', "must be a non-negative int, got '128'")]:
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(DataError, match=message):
+            predict_tool.training_inplane_size(str(model))
+
+
 def test_cli_flag_error_is_one_line(tmp_path):
     result = run_cli(f"--model_path={tmp_path / 'missing.keras'}", f"--input={tmp_path}", f"--output={tmp_path}")
     assert result.returncode == 1
