@@ -14,10 +14,9 @@ whose argmax is noise), and checks on real CT slices of that slab:
   Keras mask must hold foreground (>= 1 % of voxels) so the Dice means something.
 
 Where a model misses a target for a reason outside the export code, `EXCEPTIONS` holds the
-measured figure, the floor the test keeps and the reason (docs/export.md repeats them);
-`KNOWN_INT8_FAILURES` lists models whose int8 file LiteRT cannot load: there the test
-checks that the export refuses with its clear error instead of writing a file that crashes
-a phone app.
+measured figure, the floor the test keeps and the reason (docs/export.md repeats them).
+An int8 file that LiteRT cannot load is refused by the export with a clear error
+(`test_int8_file_that_litert_cannot_load_is_refused`); every zoo model's loads.
 """
 import json
 
@@ -45,8 +44,6 @@ EXCEPTIONS = {
                             "on ~9 % of the voxels (1-2 % for the other models), so int8 rounding flips more of "
                             "them; a larger learning rate kills whole ReLU layers (zero range, LiteRT abort)"),
 }
-#: model -> why its int8 file does not load in LiteRT (the export must refuse it).
-KNOWN_INT8_FAILURES = {}
 
 
 @pytest.fixture(scope="session")
@@ -101,13 +98,6 @@ def test_every_model_exports_to_saved_model_and_tflite_in_all_modes(name, demo_c
     _check_saved_model(model, inputs, tmp_path / "saved_model", problems)
     with export.TFLiteExporter(model) as exporter:
         for mode in export.QUANTIZE_MODES:
-            if mode == "int8" and name in KNOWN_INT8_FAILURES:
-                try:
-                    exporter.convert(mode, num_calibration=8)
-                    problems.append("int8 now loads in LiteRT: drop it from KNOWN_INT8_FAILURES")
-                except ConfigError as e:
-                    assert "does not load in LiteRT" in str(e), e
-                continue
             data = exporter.convert(mode, num_calibration=8)  # int8: calibrated on the demo CT
             _check_tflite(model, inputs, mode, data, tmp_path / f"{name}_{mode}.tflite", problems)
     assert not problems, f"{name}: " + "; ".join(problems)

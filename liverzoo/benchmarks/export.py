@@ -31,11 +31,6 @@ BENCH_OVERRIDES = {
     "ynet3d_ee": ((16, 128, 128, 1), {"base_filters": 8},
                   "paper 64x256x256 at VGG19 widths (169 M weights) does not fit this CPU budget"),
 }
-#: Fine-tuning sizes other than SPECS' tiny one (none at present; kept for models whose test
-#: size is degenerate for the export).
-FINE_TUNE_SHAPES = {}
-#: The benchmark's int8 figures at sizes other than the test size.
-BENCH_FINE_TUNE_SHAPES = {}
 #: More steps where 10 leave the scores too close to a tie for int8 rounding: the models
 #: without normalisation layers, and DS nnU-Net (its int8 agreement: 0.86 after 10 steps,
 #: 0.98 after 30, 0.99 after 60).
@@ -98,8 +93,7 @@ def fine_tune(model, images, labels, *, steps=10, batch_size=4, learning_rate=3e
 def fine_tuned_model(name, cases=None, *, shape=None, num_inputs=4):
     """A zoo model at its test size, briefly fine-tuned on real CT, and real inputs to compare on.
 
-    The model is built at `SPECS[name].tiny_input_shape` (`FINE_TUNE_SHAPES` where that size
-    is degenerate) with `SPECS[name].tiny_kwargs`, then `fine_tune`d (10 steps,
+    The model is built at `SPECS[name].tiny_input_shape` (or `shape`) with `SPECS[name].tiny_kwargs`, then `fine_tune`d (10 steps,
     `FINE_TUNE_STEPS` for slow learners) on 12 inputs of the demo's LiTS 117 training slab
     (liver and tumor on every slice; the whole-abdomen cases are mostly background at test
     sizes). The comparison inputs are other slices of that slab: what an export check
@@ -126,7 +120,7 @@ def fine_tuned_model(name, cases=None, *, shape=None, num_inputs=4):
     from liverzoo.data import demo
 
     spec = models.SPECS[name]
-    shape = shape or FINE_TUNE_SHAPES.get(name, spec.tiny_input_shape)
+    shape = shape or spec.tiny_input_shape
     keras.utils.set_random_seed(0)
     model = models.build(name, input_shape=shape, **spec.tiny_kwargs)
     train = (cases or demo.demo_cases())[2]
@@ -160,7 +154,7 @@ def benchmark_model(name, input_shape, kwargs, *, workdir, repeats=5, num_calibr
 
     row = {"name": name, "input_shape": input_shape, "size": {}, "errors": []}
     # int8 fidelity on a fine-tuned model at the test size (fresh weights give near-tied scores).
-    model, inputs = fine_tuned_model(name, shape=BENCH_FINE_TUNE_SHAPES.get(name))
+    model, inputs = fine_tuned_model(name)
     row["test_shape"] = inputs.shape[1:]
     _progress(f"export: {name} int8 fidelity at {row['test_shape']}")
     try:
