@@ -13,8 +13,6 @@ whose argmax is noise), and checks on real CT slices of that slab:
   agreeing with the Keras mask on >= 98 % of voxels with a foreground Dice >= 0.9; the
   Keras mask must hold foreground (>= 1 % of voxels) so the Dice means something.
 
-Where a model misses a target for a reason outside the export code, `EXCEPTIONS` holds the
-measured figure, the floor the test keeps and the reason (docs/export.md repeats them).
 An int8 file that LiteRT cannot load is refused by the export with a clear error
 (`test_int8_file_that_litert_cannot_load_is_refused`); every zoo model's loads.
 """
@@ -36,14 +34,6 @@ LIMITS = {
     "int8": {"argmax_agreement": 0.98, "foreground_dice": 0.9},
 }
 MIN_FOREGROUND = 0.01
-#: (model, mode) -> (limits kept by the test, measured, reason).
-EXCEPTIONS = {
-    ("ynet3d_ee", "int8"): ({"argmax_agreement": 0.95, "foreground_dice": 0.8},
-                            "agreement 0.964, foreground Dice 0.87 (60 steps)",
-                            "no normalisation layers: after 60 steps its scores are still within 0.1 of a tie "
-                            "on ~9 % of the voxels (1-2 % for the other models), so int8 rounding flips more of "
-                            "them; a larger learning rate kills whole ReLU layers (zero range, LiteRT abort)"),
-}
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +69,7 @@ def _check_tflite(model, inputs, mode, data, path, problems):
                 "input_shape": list(inputs.shape[1:])}
     if {k: report["metadata"].get(k) for k in expected} != expected:
         problems.append(f"{mode}: metadata {report['metadata']}")
-    limits = dict(LIMITS[mode], **EXCEPTIONS.get((name, mode), ({},))[0])
+    limits = LIMITS[mode]
     figures = {"max_abs_prob_diff": report["max_abs_prob_diff"], "argmax_agreement": report["argmax_agreement"],
                "foreground_dice": report["dice"]["foreground"]}
     for key, limit in limits.items():

@@ -6,8 +6,9 @@ here compute the same functions from 2D builtins by folding axes into the batch:
 
 - a `(1, kh, kw)` kernel is a 2D convolution over the slices `(B*D, H, W, C)`;
 - a `(kd, 1, 1)` kernel is a 2D convolution with a `(kd, 1)` kernel over `(B, D, H*W, C)`;
-- a full `(kd, kh, kw)` kernel is a sum over its `kd` depth taps of 2D convolutions of the
-  depth-shifted slices (the depth axis is padded first, as `Conv3D` pads it).
+- a full `(kd, kh, kw)` kernel sees the depth-shifted slices of its `kd` depth taps (the
+  depth axis padded first, as `Conv3D` pads it): `FoldedConv3D` stacks them along channels
+  into one 2D convolution, `DepthwiseConv3D` sums a depthwise 2D convolution per tap.
 
 Weights keep the layouts of the stock layers (`Conv3D`, and `Conv3D(groups=C)` for the
 depthwise one), so weights copy between them unchanged. Every size may be unknown
@@ -93,6 +94,9 @@ class _FoldedConv3DBase(keras.layers.Layer):
     # _out_channels(channels) and _fold_kernel(kernel) (one depth tap -> a 2D kernel).
     _op = None
     _kernel_arg = "kernel"
+    # Whether the depth taps can be stacked along channels into one 2D conv (not for a
+    # depthwise conv, whose channels must stay separate).
+    _stack_taps = False
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -131,16 +135,23 @@ class _FoldedConv3DBase(keras.layers.Layer):
         if self.padding == "same" and kd > 1:
             before, after = _same_depth_padding(d, kd, sd, rd)
             x = tf.pad(x, [[0, 0], [before, after], [0, 0], [0, 0], [0, 0]])
-        y = None
-        for tap in sorted(self._live_taps(d)):
-            kernel = self._fold_kernel(self.kernel[tap])
-            # Depth positions tap*rd, tap*rd + sd, ...; the negative stop keeps every slice
-            # static even when D is unknown.
-            stop = -(kd - 1 - tap) * rd or None
-            shifted = x[:, tap * rd : stop : sd] if (kd > 1 or sd > 1) else x
-            shifted = keras.ops.reshape(shifted, (-1, h, w, c))
-            out = self._conv2d(shifted, kernel, (sh, sw), (rh, rw))
-            y = out if y is None else y + out
+        taps = sorted(self._live_taps(d))
+        # Depth positions tap*rd, tap*rd + sd, ...; the negative stop keeps every slice
+        # static even when D is unknown.
+        shifted = [x[:, t * rd : -(kd - 1 - t) * rd or None : sd] if (kd > 1 or sd > 1) else x for t in taps]
+        if self._stack_taps and len(taps) > 1:
+            # One 2D conv over the depth taps stacked along channels: a quantized file rounds
+            # once per layer (a sum of per-tap convs rounds every partial sum to int8 too).
+            x = keras.ops.reshape(keras.ops.concatenate(shifted, axis=-1), (-1, h, w, len(taps) * c))
+            kernel = keras.ops.stack([self._fold_kernel(self.kernel[t]) for t in taps], axis=2)
+            kh_, kw_, _, cin, cout = kernel.shape
+            y = self._conv2d(x, keras.ops.reshape(kernel, (kh_, kw_, len(taps) * cin, cout)), (sh, sw), (rh, rw))
+        else:
+            y = None
+            for t, part in zip(taps, shifted):
+                out = self._conv2d(keras.ops.reshape(part, (-1, h, w, c)), self._fold_kernel(self.kernel[t]),
+                                   (sh, sw), (rh, rw))
+                y = out if y is None else y + out
         y = self._add_bias(y)
         _, ho, wo, n = keras.ops.shape(y)
         return keras.ops.reshape(y, (b, -1, ho, wo, n))
@@ -231,6 +242,7 @@ class FoldedConv3D(_FoldedConv3DBase):
     """
 
     _op = staticmethod(keras.ops.conv)
+    _stack_taps = True
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, **kwargs):
         super().__init__(kernel_size, strides=strides, padding=padding, dilation_rate=dilation_rate, **kwargs)

@@ -10,8 +10,8 @@ concatenated along channels and a depth-to-space interleaves them. With
 `kernel_size == strides` (V-Net's 2x2x2 up-convolution) each phase is a 1x1x1
 convolution, a matrix product per voxel.
 
-The stride-1 3D convolution is folded into 2D builtins as in `liverzoo.layers.conv3d`: a sum
-over its depth taps of CONV_2D on the depth-shifted slices.
+The stride-1 3D convolution is folded into 2D builtins as in `liverzoo.layers.conv3d`: one
+CONV_2D over its depth-shifted slices stacked along channels.
 """
 import itertools
 
@@ -56,7 +56,7 @@ class FoldedConv3DTranspose(_FoldedConv3DBase):
     Equals `keras.layers.Conv3DTranspose(filters, kernel_size, strides, padding)` with the same
     kernel, stored in that layer's layout `(kd, kh, kw, filters, C)`, so weights copy between
     them unchanged. Computed as a polyphase convolution (see the module docstring) of
-    CONV_2D ops (one per output phase and depth tap), interleaved by DEPTH_TO_SPACE (in-plane, equal strides) or reshapes and
+    CONV_2D ops (one per output phase), interleaved by DEPTH_TO_SPACE (in-plane, equal strides) or reshapes and
     transposes of at most 5 dimensions. Used by `liverzoo.export.lite_compatible` to make the
     up-convolutions of V-Net (../shared/papers/004_e35520e2e41b14d6.txt) and 3DYNet
     (../shared/papers/003_1722e7be9c09b159.txt) int8-quantizable and XNNPACK-accelerated.
@@ -120,24 +120,27 @@ class FoldedConv3DTranspose(_FoldedConv3DBase):
         b, d, h, w, c = keras.ops.shape(x)
         qd = d - taps[0] + 1
         # Phase by phase (order rd, rh, rw: the channel order the interleaving expects), a
-        # stride-1 "valid" 3D convolution as a sum over depth taps of 2D convolutions. A phase
+        # stride-1 "valid" 3D convolution as one 2D convolution over stacked depth taps. A phase
         # with fewer taps than the most on an axis starts that many inputs later.
         outputs = []
         for phase in itertools.product(*(range(s) for s in self.strides)):
             counts = [len(range(r, k, s)) for r, k, s in zip(phase, self.kernel_size, self.strides)]
             if 0 in counts:  # a stride above the kernel: this phase sees no tap
-                outputs.append(keras.ops.zeros_like(outputs[0]))
+                zero = keras.ops.zeros_like(outputs[0])
+                outputs.append(zero if self.bias is None else zero + self.bias)
                 continue
             kernel = self._phase_kernel(phase)
             (md, mh, mw), (td, th, tw) = counts, taps
             xs = x[:, td - md :, th - mh :, tw - mw :]
             _, _, hs, ws, _ = keras.ops.shape(xs)
-            y = None
-            for tap in range(md):
-                stop = -(md - 1 - tap) or None
-                shifted = xs[:, tap:stop] if md > 1 else xs
-                out = keras.ops.conv(keras.ops.reshape(shifted, (-1, hs, ws, c)), kernel[tap], padding="valid")
-                y = out if y is None else y + out
+            # The md depth taps stacked along channels: one 2D conv per phase, so a quantized
+            # file rounds once (a sum of per-tap convs rounds every partial sum to int8).
+            shifted = [xs[:, t : -(md - 1 - t) or None] if md > 1 else xs for t in range(md)]
+            stacked = keras.ops.concatenate(shifted, axis=-1) if md > 1 else xs
+            kernel = keras.ops.reshape(keras.ops.transpose(kernel, (1, 2, 0, 3, 4)), (mh, mw, md * c, f))
+            y = keras.ops.conv(keras.ops.reshape(stacked, (-1, hs, ws, md * c)), kernel, padding="valid")
+            # The bias per phase (the interleaving only moves values): it fuses into the conv.
+            y = y if self.bias is None else y + self.bias
             outputs.append(y)
         y = keras.ops.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
         _, qh, qw, n = keras.ops.shape(y)
@@ -156,7 +159,7 @@ class FoldedConv3DTranspose(_FoldedConv3DBase):
         if any(t for pair in trims for t in pair):
             y = y[:, trims[0][0] : -trims[0][1] or None, trims[1][0] : -trims[1][1] or None,
                   trims[2][0] : -trims[2][1] or None]
-        return y if self.bias is None else y + self.bias
+        return y
 
     def compute_output_shape(self, input_shape):
         b, *spatial, _ = input_shape

@@ -7,7 +7,13 @@ import keras
 from liverzoo.errors import ConfigError
 from liverzoo.layers.conv3d_transpose import FoldedConv3DTranspose
 from tests.layer_test_utils import run_layer_test
-from tests.layers.test_conv3d import assert_litert_matches, litert_run, tflite_convert_builtins, tflite_op_names
+from tests.layers.test_conv3d import (
+    assert_litert_matches,
+    litert_run,
+    tflite_convert_builtins,
+    tflite_op_counts,
+    tflite_op_names,
+)
 
 # kernel_size, strides, padding, input shape: V-Net's 2/2, 3DYNet's 3/2 "same", overlapping
 # and anisotropic kernels, a stride above the kernel, odd sizes.
@@ -102,6 +108,15 @@ def test_litert_builtins_only(init_kwargs, shape):
     model = keras.Model(inputs, FoldedConv3DTranspose(4, bias_initializer="random_normal", **init_kwargs)(inputs))
     ops = assert_litert_matches(model, _random(shape), forbidden=("CONV_3D", "CONV_3D_TRANSPOSE"))
     assert "CONV_2D" in ops
+
+
+def test_one_conv2d_per_phase_and_no_add():
+    """3x3x3 stride 2: 8 output phases, each one CONV_2D over its depth taps stacked along
+    channels with the bias fused; no ADD, so an int8 file rounds once per phase."""
+    inputs = keras.Input((3, 4, 4, 2))
+    layer = FoldedConv3DTranspose(3, 3, strides=2, padding="same", bias_initializer="random_normal")
+    counts = tflite_op_counts(tflite_convert_builtins(keras.Model(inputs, layer(inputs)), (1, 3, 4, 4, 2)))
+    assert counts["CONV_2D"] == 8 and counts["ADD"] == 0, counts
 
 
 def test_litert_unknown_sizes():
