@@ -396,8 +396,13 @@ class TFLiteExporter:
     def __enter__(self):
         _check_layers(self.model)
         self._tmp = tempfile.mkdtemp(prefix="liverzoo-tflite-")
-        # Stock Conv3D / Conv3DTranspose have no int8 or XNNPACK kernels in LiteRT.
-        _write_archive(lite_compatible(inference_model(self.model)), self._tmp, self.input_shape, 1)
+        from liverzoo.layers.conv3d import stacked_depth_taps
+
+        # Stock Conv3D / Conv3DTranspose have no int8 or XNNPACK kernels in LiteRT; folded
+        # 3D convs stacked over depth taps round once per layer in an int8 file.
+        lite_model = lite_compatible(inference_model(self.model))
+        with stacked_depth_taps(lite_model):
+            _write_archive(lite_model, self._tmp, self.input_shape, 1)
         return self
 
     def __exit__(self, *exc):

@@ -242,6 +242,7 @@ def run(quick=False):
             notes.append(f"- `{r['name']}`: medians of {r['repeats']} runs (one inference takes seconds).")
     header = ["model", "input", "params", "fp32 MB", "fp16 MB", "dynamic MB", "int8 MB", "int8/fp32", "Keras ms",
               "LiteRT fp32 ms", "Keras/LiteRT", "LiteRT int8 ms", "test size", "int8 agreement / fg Dice"]
+    more = ", ".join(f"{steps} for {name}" for name, steps in sorted(FINE_TUNE_STEPS.items()))
     text = [
         "## Export: TFLite sizes, LiteRT vs Keras latency, int8 agreement",
         "",
@@ -250,8 +251,8 @@ def run(quick=False):
         "int8 calibrated on 4 inputs of the embedded demo CT preprocessed to that size. Latency: batch 1, LiteRT "
         f"with XNNPACK and {NUM_THREADS} threads vs Keras (a traced `model(x, training=False)` on the machine's "
         f"cores), medians of {repeats} runs after a warm-up, in the same run. int8 agreement and foreground Dice: "
-        "as tests/test_export.py measures them, on the model at the test size shown after 10 Adam steps (30 for "
-        "ynet3d, 60 for ds_nnunet and ynet3d_ee) on the demo's LiTS 117 training slab, int8 calibrated on 16 "
+        f"as tests/test_export.py measures them, on the model at the test size shown after 10 Adam steps ({more}) "
+        "on the demo's LiTS 117 training slab, int8 calibrated on 16 "
         "inputs of the demo CT and compared with Keras on other slices of that slab. Goals (issue 7): "
         "Keras/LiteRT >= 1; int8/fp32 <= 0.3; agreement >= 0.98.",
         "",

@@ -16,6 +16,8 @@ depthwise one), so weights copy between them unchanged. Every size may be unknow
 
 Paper: the depthwise 3D convolution of Eq. (2) in ../shared/papers/001_bb2d5e6c0ac559d5.txt.
 """
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -94,8 +96,8 @@ class _FoldedConv3DBase(keras.layers.Layer):
     # _out_channels(channels) and _fold_kernel(kernel) (one depth tap -> a 2D kernel).
     _op = None
     _kernel_arg = "kernel"
-    # Whether the depth taps can be stacked along channels into one 2D conv (not for a
-    # depthwise conv, whose channels must stay separate).
+    # Whether a full kernel's depth taps are stacked along channels into one 2D conv, see
+    # `stacked_depth_taps` (never for a depthwise conv, whose channels must stay separate).
     _stack_taps = False
 
     def build(self, input_shape):
@@ -140,8 +142,7 @@ class _FoldedConv3DBase(keras.layers.Layer):
         # static even when D is unknown.
         shifted = [x[:, t * rd : -(kd - 1 - t) * rd or None : sd] if (kd > 1 or sd > 1) else x for t in taps]
         if self._stack_taps and len(taps) > 1:
-            # One 2D conv over the depth taps stacked along channels: a quantized file rounds
-            # once per layer (a sum of per-tap convs rounds every partial sum to int8 too).
+            # One 2D conv over the depth taps stacked along channels (`stacked_depth_taps`).
             x = keras.ops.reshape(keras.ops.concatenate(shifted, axis=-1), (-1, h, w, len(taps) * c))
             kernel = keras.ops.stack([self._fold_kernel(self.kernel[t]) for t in taps], axis=2)
             kh_, kw_, _, cin, cout = kernel.shape
@@ -210,6 +211,36 @@ class _FoldedConv3DBase(keras.layers.Layer):
         return config
 
 
+@contextlib.contextmanager
+def stacked_depth_taps(model):
+    """Within the block, `FoldedConv3D` layers of `model` stack their depth taps (TFLite export).
+
+    By default a full `(kd, kh, kw)` kernel is a sum of one 2D convolution per depth tap:
+    in TensorFlow that is the faster form (LW-HCN's "standard" variant at 12x256x256: 4.2 s
+    vs 4.6 s stacked) and keeps no stacked copy for the backward pass. A quantized TFLite
+    file of that sum rounds every tap's output and every partial sum to int8 (5 roundings
+    per 3x3x3 layer, where a 3D convolution has one). Stacked, the depth-shifted slices are
+    concatenated along channels and one 2D convolution computes the layer: one rounding.
+    `liverzoo.export` traces the model for TFLite inside this block. Same function either
+    way (float32 rounding apart).
+
+    Args:
+        model: a Keras model (its nested layers included).
+
+    Example:
+        >>> with stacked_depth_taps(model):
+        ...     concrete = tf.function(model).get_concrete_function(spec)
+    """
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, FoldedConv3D)]
+    for layer in layers:
+        layer._stack_taps = True
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            del layer._stack_taps  # back to the class default
+
+
 @keras.saving.register_keras_serializable(package="liverzoo")
 class FoldedConv3D(_FoldedConv3DBase):
     """A `keras.layers.Conv3D` (any dilation) built from TFLite builtin 2D convolutions.
@@ -242,7 +273,6 @@ class FoldedConv3D(_FoldedConv3DBase):
     """
 
     _op = staticmethod(keras.ops.conv)
-    _stack_taps = True
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, **kwargs):
         super().__init__(kernel_size, strides=strides, padding=padding, dilation_rate=dilation_rate, **kwargs)
