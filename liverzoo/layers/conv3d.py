@@ -7,8 +7,9 @@ here compute the same functions from 2D builtins by folding axes into the batch:
 - a `(1, kh, kw)` kernel is a 2D convolution over the slices `(B*D, H, W, C)`;
 - a `(kd, 1, 1)` kernel is a 2D convolution with a `(kd, 1)` kernel over `(B, D, H*W, C)`;
 - a full `(kd, kh, kw)` kernel sees the depth-shifted slices of its `kd` depth taps (the
-  depth axis padded first, as `Conv3D` pads it): `FoldedConv3D` stacks them along channels
-  into one 2D convolution, `DepthwiseConv3D` sums a depthwise 2D convolution per tap.
+  depth axis padded first, as `Conv3D` pads it): a sum of one 2D convolution per tap, or,
+  for `FoldedConv3D` traced inside `stacked_depth_taps` (the TFLite export), one 2D
+  convolution over the taps stacked along channels.
 
 Weights keep the layouts of the stock layers (`Conv3D`, and `Conv3D(groups=C)` for the
 depthwise one), so weights copy between them unchanged. Every size may be unknown
