@@ -145,9 +145,9 @@ class _FoldedConv3DBase(keras.layers.Layer):
         if self._stack_taps and len(taps) > 1:
             # One 2D conv over the depth taps stacked along channels (`stacked_depth_taps`).
             x = keras.ops.reshape(keras.ops.concatenate(shifted, axis=-1), (-1, h, w, len(taps) * c))
-            kernel = keras.ops.stack([self._fold_kernel(self.kernel[t]) for t in taps], axis=2)
-            kh_, kw_, _, cin, cout = kernel.shape
-            y = self._conv2d(x, keras.ops.reshape(kernel, (kh_, kw_, len(taps) * cin, cout)), (sh, sw), (rh, rw))
+            kernel = keras.ops.stack([self.kernel[t] for t in taps], axis=2)  # (kh, kw, taps, C, N)
+            kernel = keras.ops.reshape(kernel, (kh, kw, len(taps) * c, self.kernel.shape[-1]))
+            y = self._conv2d(x, kernel, (sh, sw), (rh, rw))
         else:
             y = None
             for t, part in zip(taps, shifted):

@@ -29,35 +29,33 @@ def tflite_convert_builtins(model, input_shape):
     return converter.convert()
 
 
-def tflite_op_names(flatbuffer):
-    """Operator names of a .tflite flatbuffer, read from its schema ("CUSTOM:<code>" for custom ops)."""
+def _operator_names(flatbuffer):
+    """Name of each operator code of a .tflite flatbuffer ("CUSTOM:<code>" for custom ops), and the model."""
     from ai_edge_litert import schema_py_generated as schema
 
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     model = schema.Model.GetRootAsModel(flatbuffer, 0)
-    ops = set()
+    codes = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
         # Codes < 127 live in the deprecated field; the larger of the two is the real one.
         op = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        ops.add(names[op] if op != schema.BuiltinOperator.CUSTOM else "CUSTOM:" + code.CustomCode().decode())
-    return ops
+        codes.append(names[op] if op != schema.BuiltinOperator.CUSTOM else "CUSTOM:" + code.CustomCode().decode())
+    return codes, model
+
+
+def tflite_op_names(flatbuffer):
+    """Operator names of a .tflite flatbuffer, read from its schema."""
+    return set(_operator_names(flatbuffer)[0])
 
 
 def tflite_op_counts(flatbuffer):
     """How many operators of each name the first subgraph of a .tflite flatbuffer runs."""
     import collections
 
-    from ai_edge_litert import schema_py_generated as schema
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = schema.Model.GetRootAsModel(flatbuffer, 0)
-    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+    codes, model = _operator_names(flatbuffer)
     graph = model.Subgraphs(0)
-    return collections.Counter(
-        names[max(codes[op.OpcodeIndex()].BuiltinCode(), codes[op.OpcodeIndex()].DeprecatedBuiltinCode())]
-        for op in (graph.Operators(i) for i in range(graph.OperatorsLength()))
-    )
+    return collections.Counter(codes[graph.Operators(i).OpcodeIndex()] for i in range(graph.OperatorsLength()))
 
 
 def litert_run(flatbuffer, x):
