@@ -135,8 +135,10 @@ class FoldedConv3DTranspose(_FoldedConv3DBase):
             _, _, hs, ws, _ = keras.ops.shape(xs)
             # The md depth taps stacked along channels: one 2D conv per phase, so a quantized
             # file rounds once (a sum of per-tap convs rounds every partial sum to int8).
-            shifted = [xs[:, t : -(md - 1 - t) or None] if md > 1 else xs for t in range(md)]
-            stacked = keras.ops.concatenate(shifted, axis=-1) if md > 1 else xs
+            if md > 1:
+                stacked = keras.ops.concatenate([xs[:, t : -(md - 1 - t) or None] for t in range(md)], axis=-1)
+            else:
+                stacked = xs
             kernel = keras.ops.reshape(keras.ops.transpose(kernel, (1, 2, 0, 3, 4)), (mh, mw, md * c, f))
             y = keras.ops.conv(keras.ops.reshape(stacked, (-1, hs, ws, md * c)), kernel, padding="valid")
             # The bias per phase (the interleaving only moves values): it fuses into the conv.
