@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["liverzoo", "liverzoo.*"]),
-    package_data={"liverzoo.data": ["demo/*.nii.gz", "demo/NOTICE", "demo/*.md"]},
+    package_data={"liverzoo.data": ["demo/*.nii.gz", "demo/NOTICE", "demo/*.md", "demo/*.json", "demo/LICENSE-*"]},
     include_package_data=True,
     install_requires=[
         "tensorflow==2.21.*",

@@ -7,12 +7,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_CT = REPO.parent / "shared" / "data" / "ct"
+# Real data lives in the repository (license notices beside the files): a clone runs every test.
+REAL_CT = REPO / "liverzoo" / "data" / "demo"
+REAL_DICOM = REPO / "tests" / "data" / "dicom"
 
 
 @pytest.fixture(scope="session")
 def shared_ct_dir():
-    """../shared/data/ct (real CT); tests that need it skip where it is absent."""
-    if not SHARED_CT.is_dir():
-        pytest.skip("../shared/data/ct not present")
-    return SHARED_CT
+    """The real CT volumes embedded in the package (liverzoo/data/demo, see its NOTICE)."""
+    return REAL_CT
+
+
+@pytest.fixture(scope="session")
+def real_dicom_dir():
+    """Real DICOM: a JPEG 2000 series, three uncompressed slices, a dcmqi SEG (see its README)."""
+    return REAL_DICOM

