@@ -44,6 +44,8 @@ class CTVolume:
         path: the image file or DICOM folder.
         label_path: the label file, or None.
         case_id: a name for the case (set by `CaseSource.load` and the demo data).
+        dicom_slices: for a DICOM series, the slice headers (pydicom datasets without pixel
+            data) in stored slice order, i.e. along the last axis of the stored array.
     """
 
     array: np.ndarray
@@ -56,6 +58,7 @@ class CTVolume:
     path: str = ""
     label_path: str = None
     case_id: str = None
+    dicom_slices: tuple = dataclasses.field(default=None, repr=False)
 
     def to_source(self, array_xyz):
         """Reorients a canonical `(X, Y, Z)` array back to the stored file's axis order."""
@@ -179,11 +182,19 @@ def load_volume(path):
     Returns:
         A canonical `CTVolume` (no label).
 
+    Raises:
+        DataError: a bad file or series (see `load_nifti`, `liverzoo.data.dicom`), or a single
+            DICOM file (a SEG, one slice) instead of a series folder.
+
     Example:
         >>> ct = load_volume("patient1/CT")  # doctest: +SKIP
     """
     if os.path.isdir(path):
         return load_dicom_series(path)
+    from liverzoo.data import dicom
+
+    if dicom.is_dicom_file(path):
+        dicom.check_not_a_series_file(path)
     return load_nifti(path)
 
 
@@ -192,8 +203,9 @@ def load_case(image_path, label_path=None, *, affine_tolerance=AFFINE_TOLERANCE)
 
     Args:
         image_path: NIfTI file or DICOM folder.
-        label_path: NIfTI label file, or None for an unlabelled case.
-        affine_tolerance: largest allowed difference between the two affines.
+        label_path: NIfTI label file, a DICOM SEG of the DICOM series `image_path` (see
+            `load_label`), or None for an unlabelled case.
+        affine_tolerance: largest allowed difference between the two (NIfTI) affines.
 
     Returns:
         A `CTVolume` with `label` set (uint8, same canonical shape as `array`).
@@ -210,20 +222,70 @@ def load_case(image_path, label_path=None, *, affine_tolerance=AFFINE_TOLERANCE)
     volume = load_volume(image_path)
     if label_path is None:
         return volume
+    volume.label = _label_on(volume, label_path, affine_tolerance)
+    volume.label_path = str(label_path)
+    return volume
+
+
+def load_label(path, reference=None, *, affine_tolerance=AFFINE_TOLERANCE):
+    """Loads a label map (LiTS values) from a NIfTI file or a DICOM SEG.
+
+    A DICOM SEG (liverzoo's or another tool's, e.g. dcmqi's) is read onto the grid of the
+    series it references, which must be `reference`; see `liverzoo.data.dicom_seg`.
+
+    Args:
+        path: `.nii[.gz]` label file, or a DICOM SEG file.
+        reference: the image the labels belong to: a `CTVolume` or a path (NIfTI file or DICOM
+            series folder). Required for a SEG; for a NIfTI label, when given, shape and affine
+            must agree with it.
+        affine_tolerance: largest allowed difference between the NIfTI label and image affines.
+
+    Returns:
+        A `CTVolume` with `label` set (uint8, canonical); with a reference, its geometry (and
+        image) are the reference's.
+
+    Raises:
+        DataError: unreadable file, label values outside {0, 1, 2}, a label that does not fit
+            the reference, a SEG without reference or referencing another series.
+
+    Example:
+        >>> seg = load_label("liver_seg.dcm", "patient1/CT")  # doctest: +SKIP
+        >>> seg.label.shape == seg.array.shape  # doctest: +SKIP
+        True
+    """
+    from liverzoo.data import dicom
+
+    if reference is None:
+        if dicom.is_dicom_file(path):
+            raise DataError(f"{path}: a DICOM file; a DICOM SEG is read onto its source series: give that "
+                            "series folder as the reference")
+        return load_nifti(path, is_label=True)
+    if not isinstance(reference, CTVolume):
+        reference = load_volume(reference)
+    return dataclasses.replace(reference, label=_label_on(reference, path, affine_tolerance),
+                               label_path=str(path))
+
+
+def _label_on(volume, label_path, affine_tolerance):
+    """The canonical uint8 labels of `label_path` (NIfTI or DICOM SEG), checked against `volume`."""
+    from liverzoo.data import dicom
+
+    if dicom.is_dicom_file(label_path):
+        from liverzoo.data import dicom_seg
+
+        return dicom_seg.read_segmentation(label_path, volume)
     data, affine = _read_nifti(label_path)
     label = _as_label(data, label_path)
     # Compare in canonical space: a label stored in another axis order is still aligned.
     label, label_affine, _ = _canonical(label, affine, label_path)
     if label.shape != volume.array.shape:
         raise DataError(f"{label_path}: label shape {tuple(data.shape)} differs from image shape "
-                        f"{tuple(volume.source_shape)} of {image_path}")
+                        f"{tuple(volume.source_shape)} of {volume.path}")
     diff = np.abs(label_affine - volume.affine).max()
     if diff > affine_tolerance:
-        raise DataError(f"{label_path}: label affine differs from the affine of {image_path} by {diff:.4g} "
+        raise DataError(f"{label_path}: label affine differs from the affine of {volume.path} by {diff:.4g} "
                         f"(tolerance {affine_tolerance:g})")
-    volume.label = np.ascontiguousarray(label)
-    volume.label_path = str(label_path)
-    return volume
+    return np.ascontiguousarray(label)
 
 
 def save_mask(mask_xyz, reference, path):
@@ -307,104 +369,14 @@ def check_output_dir(folder):
         raise DataError(f"{folder}: output folder is not writable ({e.strerror or e})") from None
 
 
-# --- DICOM -----------------------------------------------------------------------------------
-
-
-def _read_dicom_slices(folder):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    slices = []
-    for name in sorted(os.listdir(folder)):
-        file = os.path.join(folder, name)
-        if name.startswith(".") or not os.path.isfile(file):
-            continue
-        try:
-            ds = pydicom.dcmread(file)
-        except (InvalidDicomError, EOFError, OSError):
-            continue  # not DICOM (a README, a thumbnail): not part of the series
-        if "PixelData" in ds and "ImagePositionPatient" in ds:
-            slices.append((file, ds))
-    if not slices:
-        raise DataError(f"{folder}: no DICOM image slices found")
-    series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in slices}
-    if len(series) > 1:
-        raise DataError(f"{folder}: holds {len(series)} DICOM series ({', '.join(sorted(series))}); "
-                        "give a folder with one series")
-    return slices
+# --- DICOM (liverzoo.data.dicom reads series, liverzoo.data.dicom_seg reads and writes SEG) -----
 
 
 def load_dicom_series(folder):
-    """Loads a DICOM CT series (one folder, one series) into a canonical `CTVolume`.
+    """Loads a DICOM CT series folder; see `liverzoo.data.dicom.load_dicom_series`."""
+    from liverzoo.data import dicom
 
-    Slices are sorted by `ImagePositionPatient` projected on the slice normal (the cross
-    product of the `ImageOrientationPatient` row and column directions), not by file name or
-    `InstanceNumber`; `RescaleSlope` / `RescaleIntercept` are applied per slice. The DICOM
-    LPS geometry is converted to the RAS affine NIfTI uses.
-
-    Args:
-        folder: a folder of DICOM files; non-DICOM files in it are ignored.
-
-    Returns:
-        A `CTVolume` whose `source_affine` is the series' RAS affine in slice order, so
-        `save_mask` writes a NIfTI aligned with the series.
-
-    Raises:
-        DataError: no slices, several series, inconsistent slice geometry, duplicate or
-            unevenly spaced slice positions, or unreadable pixel data.
-
-    Example:
-        >>> ct = load_dicom_series("patient1/CT")  # doctest: +SKIP
-    """
-    folder = str(folder)
-    if not os.path.isdir(folder):
-        raise DataError(f"{folder}: not a folder")
-    slices = _read_dicom_slices(folder)
-    first = slices[0][1]
-    iop = np.asarray(first.ImageOrientationPatient, float)
-    row_dir, col_dir = iop[:3], iop[3:]
-    normal = np.cross(row_dir, col_dir)
-    shape2d = (int(first.Rows), int(first.Columns))
-    for file, ds in slices:
-        if (int(ds.Rows), int(ds.Columns)) != shape2d:
-            raise DataError(f"{file}: slice size {ds.Rows}x{ds.Columns} differs from {shape2d[0]}x{shape2d[1]}")
-        if np.abs(np.asarray(ds.ImageOrientationPatient, float) - iop).max() > AFFINE_TOLERANCE:
-            raise DataError(f"{file}: ImageOrientationPatient differs from the other slices")
-    positions = np.array([np.asarray(ds.ImagePositionPatient, float) for _, ds in slices])
-    order = np.argsort(positions @ normal, kind="stable")
-    slices = [slices[i] for i in order]
-    positions = positions[order]
-    steps = np.diff(positions @ normal)
-    if len(steps) and steps.min() < 1e-3:
-        raise DataError(f"{folder}: two slices share the same position")
-    if len(steps) and steps.max() - steps.min() > 0.01 * steps.mean() + 1e-3:
-        raise DataError(f"{folder}: slice spacing is not uniform ({steps.min():.3f} to {steps.max():.3f} mm)")
-
-    volume = np.empty((shape2d[1], shape2d[0], len(slices)), np.float32)  # (columns, rows, slices)
-    for k, (file, ds) in enumerate(slices):
-        try:
-            pixels = ds.pixel_array
-        except Exception as e:  # missing decoders, truncated pixel data
-            raise DataError(f"{file}: cannot decode pixel data ({e})") from None
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        volume[:, :, k] = (pixels.astype(np.float32) * slope + intercept).T
-
-    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
-    if len(slices) > 1:
-        slice_step = (positions[-1] - positions[0]) / (len(slices) - 1)
-    else:
-        slice_step = normal * float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)) or 1.0)
-    lps = np.eye(4)
-    # Array axis 0 runs along a row (column index), axis 1 down a column (row index).
-    lps[:3, 0] = row_dir * col_spacing
-    lps[:3, 1] = col_dir * row_spacing
-    lps[:3, 2] = slice_step
-    lps[:3, 3] = positions[0]
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
-    array, canonical_affine, ornt = _canonical(volume, affine, folder)
-    return CTVolume(np.ascontiguousarray(array), _spacing(canonical_affine), canonical_affine,
-                    source_affine=affine, source_shape=volume.shape, source_ornt=ornt, path=folder)
+    return dicom.load_dicom_series(folder)
 
 
 # --- Finding cases in a folder ---------------------------------------------------------------
