@@ -1,6 +1,8 @@
 """liverzoo.data.io: canonical loading vs nibabel, masks written back aligned, DICOM vs NIfTI,
 every bad input a DataError naming the file, case discovery, and no TensorFlow import."""
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +13,8 @@ import pytest
 from liverzoo.data import io
 from liverzoo.errors import DataError
 from tests.data.helpers import write_dicom_series, write_nifti
+
+REAL_DICOM = pathlib.Path(__file__).resolve().parent / "dicom"
 
 REAL = [  # (image, label, stored orientation)
     ("lits117_crop128_ct.nii.gz", "lits117_crop128_seg.nii.gz", "RPI"),
@@ -86,26 +90,116 @@ def _dicom_two_series(tmp_path):
     return tmp_path / "d"
 
 
-def _dicom_duplicate(tmp_path):
-    folder = write_dicom_series(tmp_path / "d", np.zeros((4, 4, 2), np.int16), np.eye(4))
+def _dicom_edited(edit, affine=None):
+    """A maker of a 3-slice series in which `edit(ds, first_slice)` changed the slice stored second."""
     import pydicom
 
-    ds = pydicom.dcmread(os.path.join(folder, "IM0001.dcm"))
-    ds.ImagePositionPatient = pydicom.dcmread(os.path.join(folder, "IM0000.dcm")).ImagePositionPatient
-    ds.save_as(os.path.join(folder, "IM0001.dcm"))
+    def make(tmp_path):
+        folder = write_dicom_series(tmp_path / "d", np.zeros((4, 4, 3), np.int16),
+                                    np.eye(4) if affine is None else affine, seed=0)
+        ds = pydicom.dcmread(os.path.join(folder, "IM0001.dcm"))
+        edit(ds, pydicom.dcmread(os.path.join(folder, "IM0000.dcm")))
+        ds.save_as(os.path.join(folder, "IM0001.dcm"))
+        return folder
+
+    return make
+
+
+def _set(keyword, value):
+    return lambda ds, first: setattr(ds, keyword, value(first) if callable(value) else value)
+
+
+def _uneven(ds, first):
+    ds.ImagePositionPatient = [*first.ImagePositionPatient[:2], float(first.ImagePositionPatient[2]) + 0.5]
+
+
+_TILTED = np.array([[1.0, 0, 0, 0], [0, 1.0, 0.35, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])  # 10 degrees gantry tilt
+
+
+def _real_copy(tmp_path, name="dcmqi_ct3slice"):
+    return shutil.copytree(REAL_DICOM / name, tmp_path / name)
+
+
+def _seg_in_ct_folder(tmp_path):
+    folder = _real_copy(tmp_path)
+    shutil.copy(REAL_DICOM / "dcmqi_liver_seg.dcm", folder / "seg.dcm")
+    return folder
+
+
+def _corrupt_jpeg2000(tmp_path):
+    import pydicom
+
+    folder = _real_copy(tmp_path, "totalseg_ct_series")
+    file = sorted(folder.iterdir())[3]
+    ds = pydicom.dcmread(file)
+    frame = pydicom.encaps.get_frame(ds.PixelData, 0, number_of_frames=1)
+    ds.PixelData = pydicom.encaps.encapsulate([frame[: len(frame) // 3]])
+    ds.save_as(file)
     return folder
 
 
 @pytest.mark.parametrize("make,message", [
     (lambda p: (p / "empty").mkdir() or p / "empty", "no DICOM image slices"),
     (_dicom_two_series, "2 DICOM series"),
-    (_dicom_duplicate, "same position"),
-])
+    (_dicom_edited(_set("ImagePositionPatient", lambda first: first.ImagePositionPatient)), "same position"),
+    (_dicom_edited(lambda ds, first: delattr(ds, "ImagePositionPatient")),
+     r"IM0001.dcm: no ImagePositionPatient: the slice cannot be placed"),
+    (_dicom_edited(_set("ImageOrientationPatient", [1.0, 0, 0, 0, 0.98, 0.2])),
+     r"IM0001.dcm: ImageOrientationPatient \[1.0, 0.0, 0.0, 0.0, 0.98, 0.2\] differs from"),
+    (_dicom_edited(_uneven), r"slice spacing is not uniform \(0.500 to 1.000 mm\)"),
+    (_dicom_edited(lambda ds, first: None, _TILTED), r"not stacked along the slice normal \(sheared by 9.93 degrees"),
+    (_dicom_edited(_set("Modality", "PT")), r"IM0001.dcm: Modality PT \(CT Image Storage\), not CT"),
+    (_seg_in_ct_folder, r"seg.dcm: Modality SEG \(Segmentation Storage\), not CT; give the folder of a CT series"),
+    (_corrupt_jpeg2000, r"CT\.\S+: cannot decode the JPEG 2000 Image Compression \(Lossless Only\) pixel data"),
+], ids=["empty", "two-series", "duplicate", "no-position", "orientation", "uneven", "gantry-tilt", "pet", "seg",
+        "corrupt-jpeg2000"])
 def test_bad_dicom_folders(tmp_path, make, message):
     folder = make(tmp_path)
     with pytest.raises(DataError, match=message) as info:
         io.load_volume(str(folder))
     assert str(folder) in str(info.value)
+
+
+def test_series_without_a_decoder_names_the_transfer_syntax_and_the_package(monkeypatch):
+    from pydicom.pixels.decoders.base import get_decoder
+    from pydicom.uid import JPEG2000Lossless
+
+    monkeypatch.setattr(get_decoder(JPEG2000Lossless), "_available", {})  # as without pylibjpeg-openjpeg
+    folder = str(REAL_DICOM / "totalseg_ct_series")
+    with pytest.raises(DataError) as info:
+        io.load_volume(folder)
+    assert str(info.value) == (
+        f"{folder}: pixel data is stored as JPEG 2000 Image Compression (Lossless Only) (1.2.840.10008.1.2.4.90) "
+        "and no installed decoder reads it; install one: pip install pylibjpeg pylibjpeg-openjpeg")
+
+
+def test_real_jpeg2000_series_decodes_like_its_nifti(shared_ct_dir):
+    ct = io.load_volume(str(REAL_DICOM / "totalseg_ct_series"))
+    nifti = io.load_nifti(shared_ct_dir / "totalseg_dicom_slab_ct.nii.gz")
+    np.testing.assert_array_equal(ct.array, nifti.array)
+    np.testing.assert_allclose(ct.affine, nifti.affine, atol=1e-4)
+    assert len(ct.dicom_slices) == 20 and all("PixelData" not in ds for ds in ct.dicom_slices)
+
+
+@pytest.mark.parametrize("file,message", [
+    ("dcmqi_liver_seg.dcm", r"a single DICOM file, Modality SEG \(Segmentation Storage\); give the folder of a CT"),
+    ("dcmqi_ct3slice/01.dcm", r"a single DICOM file, Modality CT \(CT Image Storage\); give the folder"),
+])
+def test_a_single_dicom_file_is_not_a_series(file, message):
+    with pytest.raises(DataError, match=message) as info:
+        io.load_volume(str(REAL_DICOM / file))
+    assert str(info.value).startswith(str(REAL_DICOM / file))
+
+
+def test_load_label_nifti_with_and_without_reference(shared_ct_dir):
+    label = shared_ct_dir / "dcmqi_3slice_liver.nii.gz"
+    alone = io.load_label(label)
+    on_series = io.load_label(label, str(REAL_DICOM / "dcmqi_ct3slice"))
+    np.testing.assert_array_equal(alone.label, on_series.label)
+    assert on_series.dicom_slices is not None and on_series.label_path == str(label)
+    with pytest.raises(DataError, match=r"dcmqi_3slice_liver.nii.gz: label shape \(512, 512, 3\) differs from "
+                                        r"image shape \(512, 512, 20\) of .*totalseg_ct_series"):
+        io.load_label(label, str(REAL_DICOM / "totalseg_ct_series"))
 
 
 # --- Bad NIfTI inputs: (writer of (image, label) into tmp_path, the bad file, message) ---------
@@ -224,7 +318,7 @@ def test_find_cases_bad_folders(tmp_path, files, message):
 
 def test_io_and_preprocess_do_not_import_tensorflow():
     code = ("import sys; import liverzoo.data.io, liverzoo.data.preprocess, liverzoo.data.sampling, "
-            "liverzoo.data.phantom, liverzoo.data.demo; "
+            "liverzoo.data.phantom, liverzoo.data.demo, liverzoo.data.dicom, liverzoo.data.dicom_seg, highdicom; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; print(bad); sys.exit(bool(bad))")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
