@@ -18,6 +18,12 @@ setup(
         "scipy>=1.11",
         "nibabel>=5.2",
         "pydicom>=3.0",
+        # DICOM is a core input: SEG output, and the JPEG 2000 / JPEG-LS / JPEG decoders that
+        # compressed clinical series need (pydicom finds the pylibjpeg plugins by itself).
+        "highdicom==0.28.*",
+        "pylibjpeg>=2.0",
+        "pylibjpeg-openjpeg>=2.0",
+        "pylibjpeg-libjpeg>=2.1",
         "absl-py>=2.1",
         "ai-edge-litert>=2.0",
         "matplotlib>=3.8",

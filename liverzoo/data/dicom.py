@@ -45,7 +45,7 @@ def is_dicom_file(path):
 
 def describe(ds):
     """A short name of what a dataset is: its modality and SOP class (e.g. "SEG (Segmentation Storage)")."""
-    sop_class = ds.get("SOPClassUID") or ds.get("file_meta", {}).get("MediaStorageSOPClassUID")
+    sop_class = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
     name = getattr(sop_class, "name", None) or str(sop_class or "unknown SOP class")
     return f"{ds.get('Modality') or '?'} ({name})"
 

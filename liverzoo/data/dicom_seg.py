@@ -150,7 +150,8 @@ def write_segmentation(values, reference, path, *, model_name, model_path, fract
 
     Example:
         >>> labels = segment(model, ct)  # doctest: +SKIP
-        >>> write_segmentation(labels, ct, "ct_seg.dcm", model_name="lv_net", model_path="lv_net.keras")  # doctest: +SKIP
+        >>> write_segmentation(labels, ct, "ct_seg.dcm", model_name="lv_net",
+        ...                    model_path="lv_net.keras")  # doctest: +SKIP
     """
     import highdicom as hd
 

@@ -31,7 +31,8 @@ def jpeg2000_series(real_dicom_dir, tmp_path_factory):
     for file in sorted(glob.glob(str(real_dicom_dir / "totalseg_ct_series" / "*"))):
         ds = pydicom.dcmread(file)
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.SOPInstanceUID, ds.SOPClassUID = ds.file_meta.MediaStorageSOPInstanceUID, ds.file_meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
         ds.save_as(folder / os.path.basename(file))
     return str(folder)
 
