@@ -68,8 +68,18 @@ def model_sha256(path):
     return digest.hexdigest()
 
 
-def _slices_of(reference):
-    """The reference's slice headers; checks that a SEG can reference them."""
+def check_reference(reference):
+    """Checks that a SEG can reference `reference` (call before segmenting, to fail early).
+
+    Args:
+        reference: a `CTVolume`.
+
+    Returns:
+        The slice headers (`reference.dicom_slices`).
+
+    Raises:
+        DataError: not a DICOM series, or a series whose UIDs are empty or repeated.
+    """
     slices = getattr(reference, "dicom_slices", None)
     if not slices:
         raise DataError(f"{reference.path}: not a DICOM series; a DICOM SEG references the slices of a DICOM "
@@ -155,7 +165,7 @@ def write_segmentation(values, reference, path, *, model_name, model_path, fract
     """
     import highdicom as hd
 
-    slices = _slices_of(reference)
+    slices = check_reference(reference)
     stack = _segment_stack(values, reference, path, fractional)
     # Stored order (columns, rows, slices, segment) -> highdicom's (frames, rows, columns, segment).
     frames = np.ascontiguousarray(np.transpose(reference.to_source(stack), (2, 1, 0, 3)))

@@ -219,6 +219,8 @@ def test_output_format():
 
 def test_deidentified_series_without_uids_is_refused(real_dicom_dir, shared_ct_dir, tmp_path):
     ct = io.load_volume(str(real_dicom_dir / "totalseg_ct_series"))  # reads fine: NIfTI output works
+    with pytest.raises(DataError, match=r"InstanceUID is empty"):
+        dicom_seg.check_reference(ct)  # what predict asks before segmenting
     with pytest.raises(DataError, match=r"totalseg_ct_series.*InstanceUID is empty.*write NIfTI"):
         dicom_seg.write_segmentation(np.zeros(ct.array.shape, np.uint8), ct, tmp_path / "seg.dcm", **MODEL)
     assert os.listdir(tmp_path) == []
