@@ -13,6 +13,7 @@ updates inactive). One module per step:
 - `rewrite`: the inference-only graph and the Conv3D -> folded-2D rewrite of TFLite files.
 - `calibration`: real CT inputs for int8 calibration and verification.
 - `verify`: `verify_tflite` runs a file in LiteRT on real CT and writes a JSON report beside it.
+- `pipeline`: `export_model`, what tools/export.py runs.
 
 Background: 002_7138868b57b69ed8.txt (Pandey et al.) aims at mobile diagnosis;
 001_bb2d5e6c0ac559d5.txt and 004_e35520e2e41b14d6.txt at light 3D networks. See
@@ -28,6 +29,7 @@ Example:
     ...                               export.demo_inputs((64, 64, 1), "residual_unet"))
 """
 from liverzoo.export.calibration import calibration_inputs, demo_inputs, sample_inputs
+from liverzoo.export.pipeline import FORMATS, export_model
 from liverzoo.export.rewrite import inference_model, lite_compatible
 from liverzoo.export.saved_model import export_saved_model, input_name
 from liverzoo.export.tflite import (
@@ -37,8 +39,8 @@ from liverzoo.export.verify import verify_tflite
 from liverzoo.lite import OUTPUT_NAME, SIGNATURE, float_ops, read_metadata, tflite_ops
 
 __all__ = [
-    "CLASS_NAMES", "METADATA_VERSION", "OUTPUT_NAME", "QUANTIZE_MODES", "SIGNATURE", "TFLiteExporter",
-    "calibration_inputs", "convert_tflite", "demo_inputs", "export_saved_model", "float_ops",
+    "CLASS_NAMES", "FORMATS", "METADATA_VERSION", "OUTPUT_NAME", "QUANTIZE_MODES", "SIGNATURE", "TFLiteExporter",
+    "calibration_inputs", "convert_tflite", "demo_inputs", "export_model", "export_saved_model", "float_ops",
     "inference_model", "input_name", "lite_compatible", "read_metadata", "sample_inputs", "tflite_ops",
     "verify_tflite", "write_tflite", "zoo_metadata",
 ]
