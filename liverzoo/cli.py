@@ -1,5 +1,6 @@
 """Shared plumbing for the thin CLIs in tools/: one error line, non-zero exit, no traceback."""
 import os
+import re
 import sys
 
 from liverzoo.errors import LiverzooError
@@ -16,19 +17,34 @@ def quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
+    from liverzoo.quiet import silenced_stderr
+
+    with silenced_stderr():
         import tensorflow
 
         # Device discovery prints its own CUDA notices on machines without a GPU.
         tensorflow.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+
+
+# absl words a bad value "flag --NAME=VALUE: REASON" and a missing required flag
+# "flag --NAME=None: Flag --NAME must have a value other than None."
+_ABSL_FLAG_ERROR = re.compile(r"^flag --(?P<name>\w+)=(?P<value>.*?): (?P<reason>.*)$", re.S)
+
+
+def flag_error_line(error):
+    """The one-line text of an absl flag error, worded like the library's own errors.
+
+    Example:
+        >>> flag_error_line(flags.IllegalFlagValueError("flag --format=onnx: value should be one of <a|b>"))
+        "--format='onnx': value should be one of <a|b>"
+    """
+    match = _ABSL_FLAG_ERROR.match(str(error))
+    if match is None:
+        return str(error)
+    name, value, reason = match["name"], match["value"], match["reason"]
+    if value == "None" and "must have a value other than None" in reason:
+        return f"--{name} is required"
+    return f"--{name}={value!r}: {reason}"
 
 
 def run(main, argv=None):
@@ -40,7 +56,7 @@ def run(main, argv=None):
     try:
         flags.FLAGS(sys.argv if argv is None else argv)
     except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {flag_error_line(e)}", file=sys.stderr)
         sys.exit(1)
 
     def wrapped(args):

@@ -250,8 +250,10 @@ def predict_volume(
 def keras_predict_fn(model):
     """Wraps a Keras model as a `predict_fn` (the segmentation output only).
 
-    Deep-supervision models return `[main, aux_1, ...]`; docs/design.md makes `outputs[0]`
-    the segmentation, so only it is used. Keras is imported here, lazily.
+    The one Keras-to-probabilities wrapper: `segment`, `liverzoo.runtime` (`.keras` files) and
+    `liverzoo.export.verify_tflite` use it. Deep-supervision models return `[main, aux_1, ...]`;
+    docs/design.md makes `outputs[0]` the segmentation, so only it is used. Keras is imported
+    here, lazily.
 
     Args:
         model: a Keras model taking `(B, H, W, T)` or `(B, D, H, W, 1)` inputs.

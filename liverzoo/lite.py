@@ -221,6 +221,7 @@ class LiteModel:
         self.path = os.fspath(path)
         self.num_threads = num_threads
         data = _read_bytes(self.path)
+        _root(data, self.path)  # so that a file that is not TFLite is named in the error
         self.metadata = read_metadata(data)
         try:
             self._interpreter = Interpreter(model_content=data, num_threads=num_threads)
@@ -291,8 +292,9 @@ def segment_nifti(tflite_path, nifti_in, nifti_out, *, kind=None, preset=None, n
     The steps a phone app mirrors: read the zoo metadata from the file, load the CT
     (`liverzoo.data.io.load_volume`: NIfTI or DICOM folder, canonical orientation),
     preprocess with the model's preset, run overlapping batch-1 inputs through LiteRT
-    (`liverzoo.inference.segment` with `LiteModel.predict`), resample to the CT grid, argmax,
-    post-process, and write a uint8 mask with the input's affine and shape (atomically).
+    (`liverzoo.runtime.load_segmenter`: `LiteModel.predict` in `liverzoo.inference.segment`),
+    resample to the CT grid, argmax, post-process, and write a uint8 mask with the input's
+    affine and shape (atomically).
 
     Args:
         tflite_path: a `.tflite` file written by `liverzoo.export` (or any file, with
@@ -316,20 +318,12 @@ def segment_nifti(tflite_path, nifti_in, nifti_out, *, kind=None, preset=None, n
     Example:
         >>> segment_nifti("residual_unet_int8.tflite", "ct.nii.gz", "mask.nii.gz")
     """
-    from liverzoo import inference
+    from liverzoo import runtime
     from liverzoo.data import io
 
-    model = LiteModel(tflite_path, num_threads=num_threads)
-    kind = kind or model.metadata.get("kind")
-    preset = preset or model.metadata.get("preset")
-    if kind is None or preset is None:
-        raise ConfigError(
-            f"{model.path}: no liverzoo metadata with the model's kind and preset; pass kind= and preset="
-        )
-    if "num_classes" in model.metadata:
-        predict_kwargs.setdefault("num_classes", model.metadata["num_classes"])
+    segmenter = runtime.load_segmenter(tflite_path, kind=kind, preset=preset, num_threads=num_threads)
+    segmenter.require_preprocessing("pass kind= and preset=")
     ct = io.load_volume(nifti_in)
-    mask = inference.segment(model, ct, kind=kind, preset=preset, input_shape=model.input_shape,
-                             postprocess=postprocess, **predict_kwargs)
+    mask = segmenter.segment(ct, postprocess=postprocess, **predict_kwargs)
     io.save_mask(mask, ct, nifti_out)
     return mask

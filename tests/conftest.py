@@ -22,3 +22,25 @@ def shared_ct_dir():
 def real_dicom_dir():
     """Real DICOM: a JPEG 2000 series, three uncompressed slices, a dcmqi SEG (see its README)."""
     return REAL_DICOM
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """A tiny fully convolutional 2D model (any plane size), saved as .keras."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((None, None, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    out = keras.layers.Conv2D(3, 3, padding="same", activation="softmax")(h)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    keras.Model(x, out, name="tiny").save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ct_volume(shared_ct_dir):
+    """The small real CT (122x101x30, 3 mm) as a `CTVolume`."""
+    from liverzoo.data.io import load_volume
+
+    return load_volume(str(shared_ct_dir / "totalseg_example_ct_sm.nii.gz"))

@@ -35,6 +35,7 @@ def _charts(data, folder, machine):
 
 def main(argv):
     from liverzoo.benchmarks import SECTIONS, machine_line
+    from liverzoo.data import io
     from liverzoo.errors import ConfigError
 
     if len(argv) != 2 or argv[1] not in SECTIONS + ("all",):
@@ -59,10 +60,7 @@ def main(argv):
         + (" --quick (smoke sizes)" if FLAGS.quick else "")
         + f". Machine: {machine}.\n\n" + "\n\n".join(links + parts) + "\n"
     )
-    tmp = FLAGS.output + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, FLAGS.output)
+    io.atomic_write_bytes(FLAGS.output, text)
     print(f"wrote {FLAGS.output}", file=sys.stderr)
 
 

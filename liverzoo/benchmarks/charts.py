@@ -15,15 +15,13 @@ def _figure(title, machine):
 
 
 def _save(fig, path):
-    import os
-
     import matplotlib.pyplot as plt
 
+    from liverzoo.data import io
+
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110)
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def params_chart(zoo_rows, path, machine):

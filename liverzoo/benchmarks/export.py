@@ -8,7 +8,7 @@
   calibrated on real demo CT at that size), and the median latency of one batch-1 inference
   of the fp32 and int8 files in LiteRT (XNNPACK, 2 threads) and of the Keras model (a traced
   `model(x, training=False)`), in the same run;
-- at the test size (`fine_tuned_model`, the setting of tests/test_export.py): the int8
+- at the test size (`fine_tuned_model`, the setting of tests/export/test_all_models.py): the int8
   argmax agreement and foreground Dice with Keras on real demo CT after a brief fine-tune
   (int8 agreement of fresh random weights measures rounding of near-tied scores, not the
   export).
@@ -251,7 +251,8 @@ def run(quick=False):
         "int8 calibrated on 4 inputs of the embedded demo CT preprocessed to that size. Latency: batch 1, LiteRT "
         f"with XNNPACK and {NUM_THREADS} threads vs Keras (a traced `model(x, training=False)` on the machine's "
         f"cores), medians of {repeats} runs after a warm-up, in the same run. int8 agreement and foreground Dice: "
-        f"as tests/test_export.py measures them, on the model at the test size shown after 10 Adam steps ({more}) "
+        f"as tests/export/test_all_models.py measures them, on the model at the test size shown after 10 Adam steps "
+        f"({more}) "
         "on the demo's LiTS 117 training slab, int8 calibrated on 16 "
         "inputs of the demo CT and compared with Keras on other slices of that slab. Goals (issue 7): "
         "Keras/LiteRT >= 1; int8/fp32 <= 0.3; agreement >= 0.98.",

@@ -13,6 +13,7 @@ import gzip
 import os
 import pathlib
 import re
+import shutil
 import tempfile
 import zlib
 
@@ -353,6 +354,41 @@ def atomic_write(path, write):
         raise
 
 
+def atomic_write_bytes(path, data):
+    """Writes bytes (or text, as UTF-8) to `path` through `atomic_write`, creating its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    payload = data if isinstance(data, bytes) else data.encode("utf-8")
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(payload)
+
+    atomic_write(path, write)
+
+
+def atomic_write_folder(path, write):
+    """Calls `write(tmp_folder)` for a new folder beside `path`, then renames it to `path`.
+
+    An existing folder at `path` is replaced only once the new one is complete.
+
+    Raises:
+        DataError: `path` exists and is not a folder.
+    """
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
+    try:
+        write(tmp)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise DataError(f"{path}: exists and is not a folder")
+        if os.path.lexists(path):
+            os.rename(path, tmp + "-old")
+        os.rename(tmp, path)
+    finally:
+        for left in (tmp, tmp + "-old"):
+            shutil.rmtree(left, ignore_errors=True)
+
 def check_output_dir(folder):
     """Creates `folder` if needed and checks that files can be written in it.
 
@@ -384,6 +420,11 @@ def load_dicom_series(folder):
 _NIFTI = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$")
 _LITS = re.compile(r"^(?P<kind>volume|segmentation)-(?P<num>\d+)\.nii(\.gz)?$")
 
+
+def nifti_case(path):
+    """The case name of a NIfTI file (`dir/volume-3.nii.gz` -> "volume-3"), None for another file."""
+    match = _NIFTI.match(os.path.basename(path))
+    return match["stem"] if match else None
 
 def _visible_files(folder):
     # macOS archives (the Decathlon tarballs among them) carry "._name" resource files.

@@ -1,4 +1,5 @@
-"""export.lite_compatible: stock Conv3D / Conv3DTranspose become builtin-2D layers in TFLite files only."""
+"""liverzoo.export.rewrite: the inference-only graph; stock Conv3D / Conv3DTranspose become
+builtin-2D layers in TFLite files only (lite_compatible)."""
 import numpy as np
 import pytest
 
@@ -7,6 +8,7 @@ import keras
 from liverzoo import export, lite
 from liverzoo.layers.conv3d import FoldedConv3D
 from liverzoo.layers.conv3d_transpose import FoldedConv3DTranspose
+from tests.export.helpers import _random_stacks, _two_head_model
 
 SHAPE = (4, 8, 8, 1)
 
@@ -76,3 +78,27 @@ def test_fp32_file_equals_keras(files, tmp_path):
     path = export.write_tflite(data["none"], tmp_path / "tiny3d.tflite")
     x = _inputs()
     np.testing.assert_allclose(lite.LiteModel(path).predict(x), np.asarray(model(x)), atol=1e-4)
+
+
+def test_inference_model_drops_heads_and_dropout(tmp_path):
+    import tensorflow as tf
+
+    model = _two_head_model()
+    x = _random_stacks((16, 16, 3))
+    infer = export.inference_model(model)
+    assert len(infer.outputs) == 1 and infer.name == "two_heads"
+    expected = np.asarray(model(x, training=False)[0])
+    np.testing.assert_allclose(np.asarray(infer(x, training=False)), expected, atol=1e-6)
+    assert "aux" not in [layer.name for layer in infer.layers]
+
+    export.export_saved_model(model, tmp_path / "sm")
+    segment = tf.saved_model.load(str(tmp_path / "sm")).signatures["segment"]
+    assert list(segment.structured_input_signature[1]) == ["ct_stack"]
+    first, second = (segment(ct_stack=tf.constant(x))["probabilities"].numpy() for _ in range(2))
+    np.testing.assert_array_equal(first, second)  # dropout off: deterministic
+    np.testing.assert_allclose(first, expected, atol=1e-5)
+
+    path = export.write_tflite(export.convert_tflite(model, metadata={}), tmp_path / "m.tflite")
+    runner = lite.LiteModel(path)
+    assert runner.input_shape == (16, 16, 3) and runner.output_shape == (16, 16, 3)
+    np.testing.assert_allclose(runner.predict(x), expected, atol=1e-5)

@@ -1,0 +1,111 @@
+"""`export_model`: a checkpoint or a zoo model to a verified file, what tools/export.py runs."""
+import os
+
+from liverzoo.errors import ConfigError, DataError
+from liverzoo.export.calibration import demo_inputs
+from liverzoo.export.saved_model import export_saved_model
+from liverzoo.export.tflite import QUANTIZE_MODES, convert_tflite, write_tflite, zoo_metadata
+from liverzoo.export.verify import verify_tflite
+from liverzoo.lite import SIGNATURE
+
+FORMATS = ("saved_model", "tflite")
+
+
+def parse_input_shape(text):
+    """`"H,W,T"` or `"D,H,W,1"` as a tuple of positive ints (a tuple is returned as is)."""
+    if not isinstance(text, str):
+        return tuple(text)
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (3, 4) or min(shape) < 1:
+        raise ConfigError(f"--input_shape={text!r}: expected H,W,T or D,H,W,1 positive integers")
+    return shape
+
+
+def _check_options(output, format, quantize, representative_data):
+    if format not in FORMATS:
+        raise ConfigError(f"--format={format!r}: expected saved_model or tflite")
+    if quantize not in QUANTIZE_MODES:
+        raise ConfigError(f"--quantize={quantize!r}: expected none, fp16, dynamic or int8")
+    if format == "tflite" and not output.endswith(".tflite"):
+        raise ConfigError(f"--output={output}: a TFLite file must end in .tflite")
+    if format == "saved_model" and quantize != "none":
+        raise ConfigError("--quantize applies to --format=tflite only")
+    if representative_data and quantize != "int8":
+        raise ConfigError("--representative_data is for --quantize=int8 only")
+
+
+def _load(model_path, model, input_shape, preset):
+    """(Keras model, export input shape or None for the model's own)."""
+    if (model_path is None) == (model is None):
+        raise ConfigError("give exactly one of --model_path (a .keras checkpoint) or --model (a zoo name)")
+    if model is not None:
+        from liverzoo import models
+
+        kwargs = {} if input_shape is None else {"input_shape": parse_input_shape(input_shape)}
+        return models.build(model, **kwargs), None
+    if not os.path.isfile(model_path) or not model_path.endswith(".keras"):
+        raise DataError(f"--model_path={model_path}: not a .keras file")
+    from liverzoo import runtime
+
+    # The run's in-plane size does not matter here: the file keeps the checkpoint's input.
+    keras_model = runtime.load_segmenter(model_path, preset=preset, inplane_size=0).model
+    return keras_model, None if input_shape is None else parse_input_shape(input_shape)
+
+
+def export_model(output, *, model_path=None, model=None, input_shape=None, format="tflite", quantize="none",
+                 representative_data=None, preset=None, verify=True, num_verify=8, log=print):
+    """Exports a `.keras` checkpoint, or a zoo model with fresh weights, to SavedModel or TFLite.
+
+    A TFLite file is verified in LiteRT on the embedded real demo CT (`verify_tflite`, JSON
+    report beside the file) unless `verify=False`. Outputs are written atomically.
+
+    Args:
+        output: `.tflite` file or SavedModel folder.
+        model_path: a `.keras` checkpoint (exclusive with `model`).
+        model: a zoo model name, built with fresh weights.
+        input_shape: per-example input shape, a tuple or "H,W,T" / "D,H,W,1" text; default
+            the model's.
+        format: "saved_model" or "tflite".
+        quantize: one of `QUANTIZE_MODES` (TFLite only).
+        representative_data: int8 calibration data (see `convert_tflite`); default the demo CT.
+        preset: preprocessing preset stored in the file (default the zoo model's).
+        verify: run the TFLite file in LiteRT and write the report.
+        num_verify: real CT inputs used by the verification.
+        log: where the summary lines go.
+
+    Returns:
+        `output`.
+
+    Raises:
+        ConfigError: bad options, or a model that cannot be exported; DataError: bad files.
+
+    Example:
+        >>> export_model("ru_int8.tflite", model="residual_unet", input_shape="64,64,1", quantize="int8")
+    """
+    _check_options(output, format, quantize, representative_data)
+    keras_model, input_shape = _load(model_path, model, input_shape, preset)
+    if format == "saved_model":
+        export_saved_model(keras_model, output, input_shape=input_shape)
+        log(f"wrote SavedModel {output} (signature '{SIGNATURE}')")
+        return output
+    metadata = zoo_metadata(keras_model, preset=preset, input_shape=input_shape)
+    if metadata["preset"] is None and (verify or (quantize == "int8" and not representative_data)):
+        raise ConfigError(
+            f"model {keras_model.name!r} is not a zoo name, so its preprocessing is unknown: pass --preset "
+            "(needed for the demo CT used by int8 calibration and verification)"
+        )
+    data = convert_tflite(keras_model, quantize, representative_data, metadata=metadata, input_shape=input_shape)
+    write_tflite(data, output)
+    log(f"wrote {output} ({len(data):,} bytes, {quantize})")
+    if verify:
+        inputs = demo_inputs(metadata["input_shape"], metadata["preset"], num_samples=num_verify)
+        report = verify_tflite(output, keras_model, inputs)
+        log(
+            f"verified in LiteRT on {report['num_inputs']} demo CT inputs: max |dp| "
+            f"{report['max_abs_prob_diff']:.2g}, argmax agreement {report['argmax_agreement']:.4f}, "
+            f"foreground Dice {report['dice']['foreground']:.4f}; ops: {', '.join(report['ops'])}"
+        )
+    return output

@@ -1,0 +1,374 @@
+"""One loader for every model format, and segmentation of CT files with it.
+
+`load_segmenter(path)` takes a `.keras` file, a SavedModel folder (`liverzoo.export`) or a
+`.tflite` file and returns a `Segmenter`: the model's spec (zoo name when known, kind "2d"/"3d",
+preprocessing preset, input shape, the in-plane size its training run recorded) and a
+`predict(batch) -> probabilities` function. The `.tflite` branch imports nothing of TensorFlow
+(LiteRT through `liverzoo.lite`), so the phone-side path stays TF-free.
+
+`segment_files` is what tools/predict.py runs: NIfTI files, a folder of them or a DICOM
+series in, one uint8 mask per case out (see docs/inference.md).
+
+Example:
+    >>> from liverzoo import runtime
+    >>> segmenter = runtime.load_segmenter("runs/x/best.keras", "residual_unet")
+    >>> probs = segmenter.predict(batch)                      # (B, H, W, T) -> (B, H, W, C)
+    >>> mask = segmenter.segment(io.load_volume("ct.nii.gz"))  # uint8 (X, Y, Z)
+"""
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from liverzoo.errors import ConfigError, DataError
+from liverzoo.layout import layout_of
+
+MODEL_FORMATS = ("keras", "saved_model", "tflite")
+
+
+@dataclasses.dataclass
+class Segmenter:
+    """A loaded model and what preprocessing it needs.
+
+    Attributes:
+        path: the model file or folder.
+        format: "keras", "saved_model" or "tflite".
+        predict: `predict(batch float32) -> float32 probabilities`, batch `(B,) + input_shape`.
+        input_shape: per-example input shape (`None` for free dimensions).
+        name: zoo model name, when known.
+        kind: "2d" or "3d" (`liverzoo.layout`).
+        preset: preprocessing preset, None when unknown.
+        inplane_size: the working in-plane size the training run recorded (config.json beside a
+            `.keras` checkpoint), None for the preset's.
+        run_config: the config.json that `inplane_size` came from, or None.
+        num_classes: classes the file's metadata declares, or None.
+        model: the `keras.Model`, `liverzoo.lite.LiteModel` or loaded SavedModel.
+        unknown: why the preprocessing is unknown (for the error), None when it is known.
+    """
+
+    path: str
+    format: str
+    predict: object
+    input_shape: tuple
+    name: str = None
+    kind: str = None
+    preset: str = None
+    inplane_size: int = None
+    run_config: str = None
+    num_classes: int = None
+    model: object = None
+    unknown: str = None
+
+    def require_preprocessing(self, hint="pass --model"):
+        """`self`, or ConfigError naming the file when its kind or preset is unknown."""
+        if self.kind is None or self.preset is None:
+            raise ConfigError(f"{self.path}: {self.unknown}; {hint}")
+        return self
+
+    def segment(self, ct, **kwargs):
+        """`liverzoo.inference.segment` with this model (kwargs: postprocess, inplane_size, ...)."""
+        from liverzoo import inference
+
+        self.require_preprocessing()
+        kwargs.setdefault("inplane_size", self.inplane_size)
+        if self.num_classes is not None:
+            kwargs.setdefault("num_classes", self.num_classes)
+        return inference.segment(self.predict, ct, kind=self.kind, preset=self.preset,
+                                 input_shape=self.input_shape, **kwargs)
+
+
+def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=None, num_threads=2):
+    """Loads a `.keras` file, a SavedModel folder or a `.tflite` file for segmentation.
+
+    Args:
+        path: the model file or folder.
+        model: zoo name giving kind and preset when the file does not (a SavedModel never
+            does; a `.keras` file does when its model keeps a zoo name).
+        kind: "2d" or "3d", overriding the file's and the zoo's.
+        preset: preprocessing preset, overriding the file's and the zoo's.
+        inplane_size: working in-plane size, overriding the training run's (whose
+            config.json is then not read; 0 keeps the CT's plane).
+        num_threads: LiteRT CPU threads for a `.tflite` file.
+
+    Returns:
+        A `Segmenter` (its `preset` is None when nothing names it; `segment` then refuses).
+
+    Raises:
+        ConfigError: no such file, unknown format, unknown zoo name.
+        DataError: the file cannot be read as a model.
+
+    Example:
+        >>> load_segmenter("residual_unet_int8.tflite").preset
+        'residual_unet'
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: no such file or folder")
+    if path.endswith(".tflite"):
+        segmenter = _load_tflite(path, num_threads)
+    elif os.path.isdir(path):
+        segmenter = _load_saved_model(path)
+    elif path.endswith(".keras"):
+        segmenter = _load_keras(path, read_run_config=inplane_size is None)
+    else:
+        raise ConfigError(f"{path}: unknown model format; expected a .keras file, a SavedModel folder "
+                          "or a .tflite file")
+    spec = None
+    if model is not None and (segmenter.kind is None or segmenter.preset is None or segmenter.format != "tflite"):
+        spec = zoo_spec(model)  # imports TensorFlow: a complete .tflite file skips it
+    elif segmenter.format == "keras":
+        from liverzoo.models import SPECS
+
+        spec = SPECS.get(segmenter.name)
+    if spec is not None:
+        segmenter.name = model or segmenter.name
+        segmenter.kind = segmenter.kind or spec.kind
+        segmenter.preset = segmenter.preset or spec.preset
+    elif segmenter.format == "keras":
+        segmenter.unknown = f"model {segmenter.name!r} is not a zoo name"
+    segmenter.kind = kind or segmenter.kind or _layout_name(segmenter.input_shape)
+    segmenter.preset = preset or segmenter.preset
+    if inplane_size is not None:
+        segmenter.inplane_size, segmenter.run_config = inplane_size, None
+    return segmenter
+
+
+def zoo_spec(name):
+    """The `liverzoo.models.SPECS` entry called `name`, or ConfigError listing the names."""
+    from liverzoo.models import SPECS
+
+    if name not in SPECS:
+        raise ConfigError(f"--model {name!r}: not a zoo model; valid names: {', '.join(sorted(SPECS))}")
+    return SPECS[name]
+
+
+def _layout_name(input_shape):
+    try:
+        return layout_of(input_shape).name
+    except ConfigError:
+        return None
+
+
+def _load_tflite(path, num_threads):
+    from liverzoo import lite
+
+    model = lite.LiteModel(path, num_threads=num_threads)
+    meta = model.metadata
+    return Segmenter(path, "tflite", model.predict, model.input_shape, name=meta.get("model"), kind=meta.get("kind"),
+                     preset=meta.get("preset"), num_classes=meta.get("num_classes"), model=model,
+                     unknown="the file has no liverzoo metadata")
+
+
+def _load_saved_model(path):
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise ConfigError(f"{path}: a folder without saved_model.pb is not a SavedModel")
+    import tensorflow as tf
+
+    from liverzoo.lite import OUTPUT_NAME, SIGNATURE
+
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:  # TF raises several types for a broken SavedModel
+        raise DataError(f"{path}: cannot load the SavedModel ({type(e).__name__}: {_first_line(e)})") from None
+    signature = loaded.signatures.get(SIGNATURE) or loaded.signatures.get("serving_default")
+    if signature is None:
+        raise DataError(f"{path}: no '{SIGNATURE}' or 'serving_default' signature")
+    (input_name, spec), = signature.structured_input_signature[1].items()
+    outputs = signature.structured_outputs
+    output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else sorted(outputs)[0]
+
+    def predict(batch):
+        return np.asarray(signature(**{input_name: tf.constant(batch, tf.float32)})[output_name])
+
+    return Segmenter(path, "saved_model", predict, tuple(spec.shape[1:]), model=loaded,
+                     unknown="a SavedModel does not name its preprocessing")
+
+
+def _load_keras(path, read_run_config=True):
+    import keras
+
+    import liverzoo.layers  # noqa: F401  (registers the zoo's layers for deserialization)
+    import liverzoo.models  # noqa: F401
+    from liverzoo import inference
+
+    try:
+        # compile=False: inference needs no loss or optimizer, and a trainer checkpoint's
+        # loss (liverzoo.losses) must not have to be importable to segment with it.
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as e:  # Keras raises many types for a bad archive
+        raise DataError(f"{path}: cannot load the Keras model ({type(e).__name__}: {_first_line(e)})") from None
+    size, config = training_inplane_size(path) if read_run_config else (None, None)
+    return Segmenter(path, "keras", inference.keras_predict_fn(model), tuple(model.input_shape[1:]),
+                     name=model.name, inplane_size=size, run_config=config, model=model)
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def training_inplane_size(model_path):
+    """(in-plane size, config.json) a trainer checkpoint was trained on, or (None, None).
+
+    A model sees anatomy at the scale it was trained at: the demo trains on 128x128 slices,
+    and segmenting on the preset's 256 plane would show it everything twice as large. The
+    size comes from the run's config.json beside a `.keras` file.
+
+    Raises:
+        DataError: the config.json cannot be read or holds a bad size.
+    """
+    config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    if not model_path.endswith(".keras") or not os.path.isfile(config):
+        return None, None
+    try:
+        with open(config) as f:
+            size = json.load(f).get("inplane_size")
+    except (OSError, ValueError, AttributeError) as e:
+        raise DataError(f"{config}: cannot read the run's inplane_size ({type(e).__name__}: {e}); "
+                        "fix the file or pass --inplane_size") from None
+    if size is None:  # the preset's plane, or a run from before the size was recorded
+        return None, None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise DataError(f"{config}: inplane_size must be a non-negative int, got {size!r}; "
+                        "fix the file or pass --inplane_size")
+    return size, config
+
+
+# --- Segmenting files -------------------------------------------------------------------------
+
+
+def find_inputs(path):
+    """([(case, input path)], several) for a NIfTI file, a folder of NIfTI files, or a DICOM folder."""
+    from liverzoo.data import io
+
+    if os.path.isfile(path):
+        if io.nifti_case(path) is None:
+            raise ConfigError(f"--input {path}: expected a .nii/.nii.gz file, a folder of them, or a DICOM folder")
+        return [(io.nifti_case(path), path)], False
+    if not os.path.isdir(path):
+        raise ConfigError(f"--input {path}: no such file or folder")
+    names = sorted(n for n in os.listdir(path) if not n.startswith(".") and io.nifti_case(n)
+                   and os.path.isfile(os.path.join(path, n)))
+    if names:
+        return [(io.nifti_case(n), os.path.join(path, n)) for n in names], True
+    # No NIfTI files: a DICOM series folder (load_volume says so if it is not one).
+    return [(os.path.basename(os.path.normpath(path)), path)], False
+
+
+def output_paths(cases, output, many):
+    """{case: mask path}: `output` itself for one input given a .nii[.gz] name, else a folder."""
+    from liverzoo.data import io
+
+    if io.nifti_case(output) is not None:
+        if many:
+            raise ConfigError(f"--output {output}: several inputs need an output folder, not a file")
+        folder = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"--output {output}: folder {folder} does not exist")
+        return {cases[0][0]: output}
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ConfigError(f"--output {output}: exists and is not a folder")
+    return {case: os.path.join(output, f"{case}.nii.gz") for case, _ in cases}
+
+
+def probabilities_path(mask_path):
+    """CASE.nii.gz -> CASE_probabilities.nii.gz in the same folder."""
+    from liverzoo.data import io
+
+    folder, name = os.path.split(mask_path)
+    return os.path.join(folder, io.nifti_case(name) + "_probabilities.nii.gz")
+
+
+class Progress:
+    """Cases and slices on one stderr line (redrawn on a terminal, start/end lines otherwise)."""
+
+    def __init__(self, total_cases):
+        self.total, self.tty = total_cases, sys.stderr.isatty()
+        self.case, self.name, self.started = 0, "", time.time()
+
+    def start(self, index, name):
+        self.case, self.name, self.started = index + 1, name, time.time()
+        if not self.tty:
+            print(f"case {self.case}/{self.total} {name}", file=sys.stderr, flush=True)
+
+    def slices(self, done, total):
+        if self.tty:
+            width = 30
+            bar = "#" * (width * done // max(total, 1))
+            print(f"\rcase {self.case}/{self.total} {self.name} [{bar:<{width}}] slices {done}/{total}\033[K",
+                  end="", file=sys.stderr, flush=True)
+
+    def finish(self, message):
+        line = f"case {self.case}/{self.total} {self.name}: {message} ({time.time() - self.started:.1f} s)"
+        print(("\r" + line + "\033[K") if self.tty else line, file=sys.stderr, flush=True)
+
+
+def segment_files(model_path, input_path, output, *, model=None, save_probabilities=False, skip_bad=False,
+                  inplane_size=None, num_threads=2, log=print, **segment_kwargs):
+    """Segments NIfTI files (or a DICOM series) with a model file and writes uint8 masks.
+
+    Every path is checked before the model loads. Masks (0 background, 1 liver, 2 tumor) get
+    the input's affine, shape and axis order; files are written atomically.
+
+    Args:
+        model_path: `.keras` file, SavedModel folder or `.tflite` file (`load_segmenter`).
+        input_path: a NIfTI file, a folder of NIfTI files, or a DICOM series folder.
+        output: the mask file for one input, or a folder (`CASE.nii.gz` per case).
+        model: zoo name when the file does not give kind and preset.
+        save_probabilities: also write `CASE_probabilities.nii.gz` (X, Y, Z, C) float32.
+        skip_bad: skip (and list) cases that cannot be read or segmented instead of failing.
+        inplane_size: working in-plane size; default the training run's, else the preset's.
+        num_threads: LiteRT threads for a `.tflite` file.
+        log: where the summary lines go.
+        **segment_kwargs: passed to `liverzoo.inference.segment` (postprocess, tta_flip,
+            batch_size, stride, window, step, weighting).
+
+    Returns:
+        The list of skipped cases' error lines.
+
+    Raises:
+        ConfigError: bad paths or model; DataError: a case failed (or all were skipped).
+    """
+    from liverzoo.data import io
+
+    if not os.path.exists(model_path):
+        raise ConfigError(f"--model_path {model_path}: no such file or folder")
+    cases, many = find_inputs(input_path)
+    outputs = output_paths(cases, output, many)
+    segmenter = load_segmenter(model_path, model, inplane_size=inplane_size, num_threads=num_threads)
+    segmenter.require_preprocessing()
+    if segmenter.run_config is not None:
+        log(f"in-plane size {segmenter.inplane_size}, the training run's ({segmenter.run_config})")
+    if io.nifti_case(output) is None:
+        os.makedirs(output, exist_ok=True)
+    progress, skipped = Progress(len(cases)), []
+    for index, (case, path) in enumerate(cases):
+        progress.start(index, case)
+        try:
+            ct = io.load_volume(path)
+            result = segmenter.segment(ct, return_probabilities=save_probabilities, progress=progress.slices,
+                                       **segment_kwargs)
+        except DataError as e:
+            if not skip_bad:
+                raise DataError(f"case {case}: {e}") from None
+            skipped.append(f"case {case}: {e}")
+            progress.finish("skipped")
+            continue
+        mask, probs = result if save_probabilities else (result, None)
+        io.save_mask(mask, ct, outputs[case])
+        if probs is not None:
+            import nibabel as nib
+
+            image = nib.Nifti1Image(np.ascontiguousarray(ct.to_source(probs)), ct.source_affine)
+            io.atomic_write(probabilities_path(outputs[case]), lambda tmp, image=image: nib.save(image, tmp))
+        progress.finish(f"liver {int((mask >= 1).sum())} voxels, tumor {int((mask == 2).sum())} voxels "
+                        f"-> {outputs[case]}")
+    for line in skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    if len(skipped) == len(cases):
+        raise DataError(f"--input {input_path}: no case could be segmented ({len(skipped)} skipped)")
+    log(f"segmented {len(cases) - len(skipped)} case(s), skipped {len(skipped)}")
+    return skipped

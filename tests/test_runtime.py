@@ -1,0 +1,125 @@
+"""liverzoo.runtime: one loader for .keras / SavedModel / .tflite, bad input named, and the
+file handling of tools/predict.py."""
+import numpy as np
+import pytest
+
+from liverzoo import runtime
+from liverzoo.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def three_formats(tiny_model_path, tmp_path_factory):
+    """The tiny model at a fixed 64x64 input as .keras, SavedModel and fp32 .tflite (zoo metadata)."""
+    import keras
+
+    from liverzoo import export
+
+    x = keras.Input((64, 64, 1))
+    fixed = keras.Model(x, keras.saving.load_model(tiny_model_path)(x), name="tiny")
+    folder = tmp_path_factory.mktemp("formats")
+    fixed.save(folder / "tiny.keras")
+    export.export_saved_model(fixed, str(folder / "saved"))
+    export.write_tflite(export.convert_tflite(fixed, "none", metadata=export.zoo_metadata(fixed, name="residual_unet")),
+                        str(folder / "tiny.tflite"))
+    paths = {"keras": folder / "tiny.keras", "saved_model": folder / "saved", "tflite": folder / "tiny.tflite"}
+    return fixed, paths
+
+
+@pytest.mark.parametrize("fmt, atol", [("keras", 1e-5), ("saved_model", 1e-5), ("tflite", 1e-4)])
+def test_every_format_predicts_like_keras(three_formats, fmt, atol):
+    model, paths = three_formats
+    segmenter = runtime.load_segmenter(paths[fmt], "residual_unet")
+    assert segmenter.format == fmt and segmenter.kind == "2d" and segmenter.preset == "residual_unet"
+    assert tuple(segmenter.input_shape)[-1] == 1
+    x = np.random.default_rng(0).standard_normal((2, 64, 64, 1)).astype(np.float32)
+    np.testing.assert_allclose(segmenter.predict(x), np.asarray(model(x, training=False)), atol=atol)
+
+
+def test_savedmodel_and_tflite_give_the_keras_mask(three_formats, ct_volume):
+    """The three model formats segment the same CT alike (fixed 64x64 input: tiled plane)."""
+    from liverzoo.inference import segment
+
+    model, paths = three_formats
+    reference = segment(model, ct_volume, model_name="residual_unet")
+    assert reference.any()
+
+    saved = runtime.load_segmenter(paths["saved_model"])
+    with pytest.raises(ConfigError, match="pass --model"):
+        saved.segment(ct_volume)
+    np.testing.assert_array_equal(runtime.load_segmenter(paths["saved_model"], "residual_unet").segment(ct_volume),
+                                  reference)
+
+    lite_model = runtime.load_segmenter(paths["tflite"])  # kind and preset from the file's metadata
+    assert lite_model.kind == "2d" and lite_model.preset == "residual_unet" and lite_model.name == "residual_unet"
+    assert np.mean(lite_model.segment(ct_volume) == reference) > 0.999
+
+
+def test_model_names(tiny_model_path):
+    assert runtime.load_segmenter(tiny_model_path, "residual_unet").preset == "residual_unet"
+    unnamed = runtime.load_segmenter(tiny_model_path)
+    assert unnamed.name == "tiny" and unnamed.preset is None and unnamed.kind == "2d"
+    with pytest.raises(ConfigError, match="not a zoo name; pass --model"):
+        unnamed.require_preprocessing()
+    with pytest.raises(ConfigError, match="--model 'nope': not a zoo model"):
+        runtime.load_segmenter(tiny_model_path, "nope")
+    assert runtime.load_segmenter(tiny_model_path, preset="lw_hcn").preset == "lw_hcn"
+
+
+def test_bad_model_files_are_named(tmp_path):
+    cases = [
+        (tmp_path / "missing.keras", ConfigError, "missing.keras: no such file or folder"),
+        (tmp_path / "model.h5", ConfigError, r"model.h5: unknown model format; expected a .keras file"),
+        (tmp_path / "junk.keras", DataError, "junk.keras: cannot load the Keras model"),
+        (tmp_path / "junk.tflite", DataError, "junk.tflite: not a TFLite flatbuffer"),
+        (tmp_path / "empty", ConfigError, "empty: a folder without saved_model.pb is not a SavedModel"),
+    ]
+    (tmp_path / "model.h5").write_bytes(b"")
+    (tmp_path / "junk.keras").write_bytes(b"not a zip archive")
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer at all")
+    (tmp_path / "empty").mkdir()
+    for path, error, message in cases:
+        with pytest.raises(error, match=message) as caught:
+            runtime.load_segmenter(path)
+        assert "\n" not in str(caught.value)
+
+
+def test_training_inplane_size_from_the_run(tmp_path):
+    model = tmp_path / "best.keras"
+    assert runtime.training_inplane_size(str(model)) == (None, None)  # no config.json: the preset's
+    (tmp_path / "config.json").write_text('{"inplane_size": null}')
+    assert runtime.training_inplane_size(str(model)) == (None, None)
+    (tmp_path / "config.json").write_text('{"inplane_size": 128}')
+    assert runtime.training_inplane_size(str(model)) == (128, str(tmp_path / "config.json"))
+    assert runtime.training_inplane_size(str(tmp_path / "m.tflite")) == (None, None)  # only .keras runs
+    for text, message in [("{not json", "cannot read the run's inplane_size"),
+                          ('{"inplane_size": "128"}', "must be a non-negative int, got '128'")]:
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(DataError, match=message):
+            runtime.training_inplane_size(str(model))
+
+
+def test_run_inplane_size_is_read_unless_given(tiny_model_path, tmp_path):
+    import shutil
+
+    shutil.copy(tiny_model_path, tmp_path / "best.keras")
+    (tmp_path / "config.json").write_text('{"inplane_size": 48}')
+    assert runtime.load_segmenter(tmp_path / "best.keras").inplane_size == 48
+    (tmp_path / "config.json").write_text("{not json")  # not read when the size is given
+    assert runtime.load_segmenter(tmp_path / "best.keras", inplane_size=0).inplane_size == 0
+
+
+def test_find_inputs_kinds(tmp_path):
+    """A file, a folder of NIfTI files (sorted, others ignored), or a DICOM series folder."""
+    (tmp_path / "cases").mkdir()
+    for name in ("b.nii", "a.nii.gz", ".hidden.nii.gz", "readme.md"):
+        (tmp_path / "cases" / name).write_bytes(b"")
+    cases, many = runtime.find_inputs(str(tmp_path / "cases"))
+    assert [c for c, _ in cases] == ["a", "b"] and many
+    assert runtime.output_paths(cases, str(tmp_path / "o"), many)["a"] == str(tmp_path / "o" / "a.nii.gz")
+    (tmp_path / "series1").mkdir()
+    (tmp_path / "series1" / "IM0001").write_bytes(b"")
+    cases, many = runtime.find_inputs(str(tmp_path / "series1") + "/")
+    assert cases == [("series1", str(tmp_path / "series1") + "/")] and not many
+    assert runtime.probabilities_path(str(tmp_path / "m.nii")) == str(tmp_path / "m_probabilities.nii.gz")
+    with pytest.raises(ConfigError, match="expected a .nii/.nii.gz file"):
+        runtime.find_inputs(str(tmp_path / "cases" / "readme.md"))
