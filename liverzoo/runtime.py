@@ -258,11 +258,16 @@ def find_inputs(path):
     return [(os.path.basename(os.path.normpath(path)), path)], False
 
 
-def output_paths(cases, output, many):
-    """{case: mask path}: `output` itself for one input given a .nii[.gz] name, else a folder."""
+def _is_file_name(output):
     from liverzoo.data import io
 
-    if io.nifti_case(output) is not None:
+    return io.nifti_case(output) is not None or str(output).lower().endswith(".dcm")
+
+
+def output_paths(cases, output, many, output_format=None):
+    """{case: output path}: `output` itself for one input given a .nii[.gz] / .dcm name, else a
+    folder with `CASE.nii.gz` (or `CASE.dcm` for `output_format="dicom_seg"`) per case."""
+    if _is_file_name(output):
         if many:
             raise ConfigError(f"--output {output}: several inputs need an output folder, not a file")
         folder = os.path.dirname(os.path.abspath(output))
@@ -271,15 +276,38 @@ def output_paths(cases, output, many):
         return {cases[0][0]: output}
     if os.path.exists(output) and not os.path.isdir(output):
         raise ConfigError(f"--output {output}: exists and is not a folder")
-    return {case: os.path.join(output, f"{case}.nii.gz") for case, _ in cases}
+    suffix = ".dcm" if output_format == "dicom_seg" else ".nii.gz"
+    return {case: os.path.join(output, f"{case}{suffix}") for case, _ in cases}
 
 
 def probabilities_path(mask_path):
-    """CASE.nii.gz -> CASE_probabilities.nii.gz in the same folder."""
+    """CASE.nii.gz -> CASE_probabilities.nii.gz (CASE.dcm -> CASE_probabilities.dcm) beside it."""
     from liverzoo.data import io
 
     folder, name = os.path.split(mask_path)
+    if name.lower().endswith(".dcm"):
+        return os.path.join(folder, name[:-4] + "_probabilities.dcm")
     return os.path.join(folder, io.nifti_case(name) + "_probabilities.nii.gz")
+
+
+def _write_result(ct, mask, probs, path, output_format, segmenter, model_path):
+    """Writes the mask (and probabilities) as NIfTI or, for a DICOM series, as DICOM SEG."""
+    from liverzoo.data import io
+
+    if output_format == "dicom_seg":
+        from liverzoo.data import dicom_seg
+
+        dicom_seg.write_segmentation(mask, ct, path, model_name=segmenter.name or "liverzoo", model_path=model_path)
+        if probs is not None:
+            dicom_seg.write_segmentation(probs, ct, probabilities_path(path), model_name=segmenter.name or "liverzoo",
+                                         model_path=model_path, fractional=True)
+        return
+    io.save_mask(mask, ct, path)
+    if probs is not None:
+        import nibabel as nib
+
+        image = nib.Nifti1Image(np.ascontiguousarray(ct.to_source(probs)), ct.source_affine)
+        io.atomic_write(probabilities_path(path), lambda tmp: nib.save(image, tmp))
 
 
 class Progress:
@@ -307,7 +335,7 @@ class Progress:
 
 
 def segment_files(model_path, input_path, output, *, model=None, save_probabilities=False, skip_bad=False,
-                  inplane_size=None, num_threads=2, log=print, **segment_kwargs):
+                  inplane_size=None, num_threads=2, output_format=None, log=print, **segment_kwargs):
     """Segments NIfTI files (or a DICOM series) with a model file and writes uint8 masks.
 
     Every path is checked before the model loads. Masks (0 background, 1 liver, 2 tumor) get
@@ -316,12 +344,16 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
     Args:
         model_path: `.keras` file, SavedModel folder or `.tflite` file (`load_segmenter`).
         input_path: a NIfTI file, a folder of NIfTI files, or a DICOM series folder.
-        output: the mask file for one input, or a folder (`CASE.nii.gz` per case).
+        output: the mask file for one input (`.nii[.gz]`, or `.dcm` for a DICOM SEG), or a
+            folder (`CASE.nii.gz`, or `CASE.dcm`, per case).
         model: zoo name when the file does not give kind and preset.
         save_probabilities: also write `CASE_probabilities.nii.gz` (X, Y, Z, C) float32.
         skip_bad: skip (and list) cases that cannot be read or segmented instead of failing.
         inplane_size: working in-plane size; default the training run's, else the preset's.
         num_threads: LiteRT threads for a `.tflite` file.
+        output_format: "nifti" or "dicom_seg" (`liverzoo.data.dicom_seg`: a SEG that references
+            the input DICOM series; probabilities as a FRACTIONAL SEG); default by the output
+            name (`.dcm` -> "dicom_seg", else "nifti").
         log: where the summary lines go.
         **segment_kwargs: passed to `liverzoo.inference.segment` (postprocess, tta_flip,
             batch_size, stride, window, step, weighting).
@@ -336,19 +368,24 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
 
     if not os.path.exists(model_path):
         raise ConfigError(f"--model_path {model_path}: no such file or folder")
+    from liverzoo.data import dicom_seg
+
     cases, many = find_inputs(input_path)
-    outputs = output_paths(cases, output, many)
+    output_format = dicom_seg.output_format(output, output_format)
+    outputs = output_paths(cases, output, many, output_format)
     segmenter = load_segmenter(model_path, model, inplane_size=inplane_size, num_threads=num_threads)
     segmenter.require_preprocessing()
     if segmenter.run_config is not None:
         log(f"in-plane size {segmenter.inplane_size}, the training run's ({segmenter.run_config})")
-    if io.nifti_case(output) is None:
+    if not _is_file_name(output):
         os.makedirs(output, exist_ok=True)
     progress, skipped = Progress(len(cases)), []
     for index, (case, path) in enumerate(cases):
         progress.start(index, case)
         try:
             ct = io.load_volume(path)
+            if output_format == "dicom_seg":
+                dicom_seg.check_reference(ct)  # before the work: a SEG must be able to reference the series
             result = segmenter.segment(ct, return_probabilities=save_probabilities, progress=progress.slices,
                                        **segment_kwargs)
         except DataError as e:
@@ -358,12 +395,7 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
             progress.finish("skipped")
             continue
         mask, probs = result if save_probabilities else (result, None)
-        io.save_mask(mask, ct, outputs[case])
-        if probs is not None:
-            import nibabel as nib
-
-            image = nib.Nifti1Image(np.ascontiguousarray(ct.to_source(probs)), ct.source_affine)
-            io.atomic_write(probabilities_path(outputs[case]), lambda tmp, image=image: nib.save(image, tmp))
+        _write_result(ct, mask, probs, outputs[case], output_format, segmenter, model_path)
         progress.finish(f"liver {int((mask >= 1).sum())} voxels, tumor {int((mask == 2).sum())} voxels "
                         f"-> {outputs[case]}")
     for line in skipped:

@@ -20,7 +20,10 @@ flags.DEFINE_string("model_path", None, "Model: .keras file, SavedModel folder, 
 flags.DEFINE_enum("model", None, sorted(models.SPECS), "Zoo model name (kind and preprocessing preset) when the "
                   "file does not say.")
 flags.DEFINE_string("input", None, "A NIfTI file, a folder of NIfTI files, or a DICOM series folder.")
-flags.DEFINE_string("output", None, "Output mask file (.nii/.nii.gz) for one input, or a folder.")
+flags.DEFINE_string("output", None, "Output mask file (.nii/.nii.gz, or .dcm for a DICOM SEG) for one input, "
+                    "or a folder.")
+flags.DEFINE_enum("output_format", None, ["nifti", "dicom_seg"], "Mask format (default by the output name): "
+                  "dicom_seg writes a DICOM SEG that references the input DICOM series.")
 flags.DEFINE_bool("save_probabilities", False, "Also write CASE_probabilities.nii.gz (X, Y, Z, C) float32.")
 flags.DEFINE_bool("tta", False, "Flip test-time augmentation (average over X, Y and XY flips; 4x slower).")
 flags.DEFINE_bool("skip_bad", False, "Skip cases that cannot be read or segmented, list them, go on.")
@@ -44,7 +47,7 @@ def main(argv):
     runtime.segment_files(
         FLAGS.model_path, FLAGS.input, FLAGS.output, model=FLAGS.model, save_probabilities=FLAGS.save_probabilities,
         skip_bad=FLAGS.skip_bad, inplane_size=FLAGS.inplane_size, num_threads=FLAGS.num_threads,
-        postprocess=FLAGS.postprocess, tta_flip=FLAGS.tta, batch_size=FLAGS.batch_size, stride=FLAGS.stride,
+        output_format=FLAGS.output_format, postprocess=FLAGS.postprocess, tta_flip=FLAGS.tta, batch_size=FLAGS.batch_size, stride=FLAGS.stride,
         window=FLAGS.window, step=FLAGS.step, weighting=FLAGS.weighting)
 
 

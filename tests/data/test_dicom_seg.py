@@ -282,3 +282,37 @@ def test_seg_without_liver_segment_is_refused(real_dicom_dir, dcmqi_case, tmp_pa
     ds.save_as(tmp_path / "heart.dcm")
     with pytest.raises(DataError, match=r"heart.dcm: no liver or liver tumor segment.*1 'Heart'"):
         io.load_label(tmp_path / "heart.dcm", dcmqi_case)
+
+
+def test_predict_writes_a_seg_equal_to_its_nifti_mask(jpeg2000_series, tiny_model_path, tmp_path):
+    """tools/predict.py on the real JPEG 2000 series: a `.dcm` output is a SEG that reads back to
+    exactly the NIfTI mask predict writes for the same input, one frame per source slice position."""
+    import sys
+
+    from liverzoo import runtime
+
+    nifti = tmp_path / "mask.nii.gz"
+    runtime.segment_files(str(tiny_model_path), jpeg2000_series, str(nifti), model="residual_unet",
+                          postprocess=False, log=lambda *_: None)
+    seg = tmp_path / "mask.dcm"
+    tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "predict.py")
+    result = subprocess.run([sys.executable, tool, f"--model_path={tiny_model_path}", f"--input={jpeg2000_series}",
+                             f"--output={seg}", "--model=residual_unet", "--nopostprocess"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ct = io.load_volume(jpeg2000_series)
+    expected = io.load_label(str(nifti), ct).label
+    assert 0 < np.count_nonzero(expected) < expected.size
+    np.testing.assert_array_equal(io.load_label(str(seg), ct).label, expected)
+    ds = pydicom.dcmread(seg)
+    positions = {tuple(np.round(np.asarray(s.ImagePositionPatient, float), 3)) for s in ct.dicom_slices}
+    frames = {tuple(np.round(np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float), 3))
+              for f in ds.PerFrameFunctionalGroupsSequence}
+    assert frames <= positions
+    # The de-identified original has no UIDs to reference: refused before any work, nothing written.
+    refused = subprocess.run([sys.executable, tool, f"--model_path={tiny_model_path}",
+                              f"--input={os.path.dirname(__file__)}/dicom/totalseg_ct_series",
+                              f"--output={tmp_path / 'no.dcm'}", "--model=residual_unet"],
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "InstanceUID is empty" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "no.dcm").exists()
