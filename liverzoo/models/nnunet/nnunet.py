@@ -6,7 +6,8 @@ is the 2D U-Net nnU-Net (Isensee et al. 2021) configures for LiTS at 512x512.
 """
 import keras
 
-from liverzoo.layers.conv2d import apply_conv_norm_act, apply_softmax_head
+from liverzoo.layers.conv_norm_act import apply_conv_norm_act
+from liverzoo.layers.heads import apply_softmax_head
 from liverzoo.models.checks import check_builder_args
 
 # Feature widths of nnU-Net's 2D plan for LiTS (8 stages, 7 poolings: 512 -> 4).
@@ -41,7 +42,7 @@ def _apply_stage(x, filters, *, strides, separable, name):
             x,
             filters,
             strides=s,
-            separable=separable,
+            conv=keras.layers.SeparableConv2D if separable else keras.layers.Conv2D,
             norm="instance",
             activation="leaky_relu",
             name=f"{name}_conv{i + 1}",

@@ -11,13 +11,13 @@ import keras
 
 from liverzoo.errors import ConfigError
 from liverzoo.layers.aspp3d import apply_dst_aspp
-from liverzoo.layers.conv2d import apply_conv_norm_act
+from liverzoo.layers.conv_norm_act import apply_conv_norm_act
 from liverzoo.layers.conv3d import FoldedConv3D
 from liverzoo.layers.dimension import SlicesToVolume, VolumeToSlices
 from liverzoo.layers.resample3d import TrilinearUpSampling3D
 from liverzoo.layers.sts import CONV_TYPES, apply_spatiotemporal_conv
 from liverzoo.models.checks import check_builder_args
-from liverzoo.models.deeplabv3plus import apply_xception_encoder, load_encoder_weights
+from liverzoo.models.deeplabv3plus.deeplabv3plus import apply_xception_encoder, load_encoder_weights
 
 STRIDE = 8
 
@@ -125,7 +125,7 @@ def build_lw_hcn(
         stage = f"decoder_{level.lower()}"
         x = _upsample_plane(x, name=f"{stage}_up")
         low = apply_conv_norm_act(
-            levels[level], skip, kernel_size=1, separable=False, use_bias=False, name=f"{stage}_skip"
+            levels[level], skip, kernel_size=1, use_bias=False, name=f"{stage}_skip"
         )
         low = SlicesToVolume(name=f"{stage}_skip_z")([low, inputs])
         x = keras.layers.Concatenate(name=f"{stage}_concat")([x, low])

@@ -5,7 +5,8 @@ Reduced Complexity Deep Models", Sec. V-A (architecture) and V-B (batch norm, dr
 """
 import keras
 
-from liverzoo.layers.conv2d import SubPixelUpsampling, apply_residual_block, apply_softmax_head, upsample_bilinear
+from liverzoo.layers.conv2d import SubPixelUpsampling, apply_residual_block, upsample_bilinear
+from liverzoo.layers.heads import apply_softmax_head
 from liverzoo.models.checks import check_builder_args
 
 
