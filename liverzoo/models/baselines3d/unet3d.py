@@ -9,6 +9,7 @@ import keras
 from liverzoo.layers.conv_norm_act import apply_conv_norm_act
 from liverzoo.layers.heads import apply_softmax_head
 from liverzoo.layers.resample3d import MaxPooling3D
+from liverzoo.layout import VOLUME_3D
 from liverzoo.models.checks import check_builder_args
 
 # (first conv, second conv) widths per level, full resolution to bottleneck (Cicek et al.).
@@ -47,7 +48,7 @@ def build_unet3d(input_shape, num_classes=3, *, filters=UNET3D_FILTERS, name="un
         16320322
     """
     filters = tuple(tuple(level) for level in filters)
-    shape = check_builder_args(name, input_shape, num_classes, rank=4, divisor=2 ** (len(filters) - 1))
+    shape = check_builder_args(name, input_shape, num_classes, layout=VOLUME_3D, divisor=2 ** (len(filters) - 1))
     inputs = keras.Input(shape, name="image")
     x, skips = inputs, []
     for i, widths in enumerate(filters):

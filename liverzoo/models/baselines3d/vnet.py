@@ -9,6 +9,7 @@ import keras
 from liverzoo.errors import ConfigError
 from liverzoo.layers.conv_norm_act import apply_conv_norm_act
 from liverzoo.layers.heads import apply_softmax_head
+from liverzoo.layout import VOLUME_3D
 from liverzoo.models.checks import check_builder_args
 
 # Channels per resolution level and 5x5x5 convolutions per stage (Milletari et al., Fig. 1).
@@ -67,7 +68,7 @@ def build_vnet(
         65178770
     """
     filters, encoder_convs, decoder_convs = tuple(filters), tuple(encoder_convs), tuple(decoder_convs)
-    shape = check_builder_args(name, input_shape, num_classes, rank=4, divisor=2 ** (len(filters) - 1))
+    shape = check_builder_args(name, input_shape, num_classes, layout=VOLUME_3D, divisor=2 ** (len(filters) - 1))
     if len(encoder_convs) != len(filters) or len(decoder_convs) != len(filters) - 1:
         raise ConfigError(
             f"{name}: need one encoder_convs entry per level ({len(filters)}) and one decoder_convs entry per "

@@ -17,6 +17,7 @@ from liverzoo.errors import ConfigError
 from liverzoo.layers.conv2d import upsample_bilinear
 from liverzoo.layers.conv_norm_act import apply_conv_norm_act
 from liverzoo.layers.heads import apply_softmax_head
+from liverzoo.layout import STACK_2D
 from liverzoo.models.checks import check_builder_args
 
 LEVELS = ("P1", "P2", "P3", "P4")
@@ -174,7 +175,7 @@ def build_deeplabv3plus(
         >>> model.output_shape
         (None, 256, 256, 3)
     """
-    shape = check_builder_args(name, input_shape, num_classes, rank=3, divisor=OUTPUT_STRIDE)
+    shape = check_builder_args(name, input_shape, num_classes, layout=STACK_2D, divisor=OUTPUT_STRIDE)
     inputs = keras.Input(shape, name="image")
     levels = apply_xception_encoder(inputs, name="encoder", middle_blocks=middle_blocks)
     x = apply_aspp(levels["P4"], filters=aspp_filters, rates=aspp_rates, name="aspp")

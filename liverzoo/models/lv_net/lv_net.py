@@ -11,6 +11,7 @@ from liverzoo.errors import ConfigError
 from liverzoo.layers.conv3d import FoldedConv3D
 from liverzoo.layers.conv_norm_act import apply_conv_norm_act
 from liverzoo.layers.heads import apply_softmax_head
+from liverzoo.layout import VOLUME_3D
 from liverzoo.models.checks import check_builder_args
 from liverzoo.models.lv_net.blocks import apply_inverted_residual_3d, apply_resample_3d
 
@@ -77,7 +78,7 @@ def build_lv_net(
     """
     filters, encoder_blocks, decoder_blocks = tuple(filters), tuple(encoder_blocks), tuple(decoder_blocks)
     levels = len(filters)
-    shape = check_builder_args(name, input_shape, num_classes, rank=4, divisor=2 ** (levels - 1))
+    shape = check_builder_args(name, input_shape, num_classes, layout=VOLUME_3D, divisor=2 ** (levels - 1))
     if len(encoder_blocks) != levels - 1 or len(decoder_blocks) != levels - 1:
         raise ConfigError(
             f"{name}: encoder_blocks and decoder_blocks need one entry per level below the stem ({levels - 1}), "

@@ -10,6 +10,7 @@ from liverzoo.errors import ConfigError
 from liverzoo.layers.conv_norm_act import apply_conv_norm_act
 from liverzoo.layers.heads import apply_softmax_head
 from liverzoo.layers.resample3d import MaxPooling3D
+from liverzoo.layout import VOLUME_3D
 from liverzoo.models.checks import check_builder_args
 
 # VGG19 without its dense layers, in 3D: 3x3x3 convolutions per stage, and stage widths in
@@ -85,7 +86,7 @@ def build_ynet3d(input_shape, num_classes=3, *, encoder_fusion="concat", base_fi
         >>> model.count_params()
         185923651
     """
-    shape = check_builder_args(name, input_shape, num_classes, rank=4, divisor=2 ** (len(VGG19_CONVS) - 1))
+    shape = check_builder_args(name, input_shape, num_classes, layout=VOLUME_3D, divisor=2 ** (len(VGG19_CONVS) - 1))
     if encoder_fusion not in ENCODER_FUSIONS:
         raise ConfigError(f"{name}: encoder_fusion must be one of {ENCODER_FUSIONS}, got {encoder_fusion!r}")
     if not isinstance(base_filters, int) or base_filters < 1:
