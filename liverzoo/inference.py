@@ -39,8 +39,9 @@ import itertools
 import numpy as np
 
 from liverzoo.errors import ConfigError, DataError
+from liverzoo.layout import LAYOUTS, get_layout, layout_of
 
-KINDS = ("2d", "3d")
+KINDS = tuple(LAYOUTS)
 WEIGHTINGS = ("mean", "gaussian")
 
 
@@ -99,14 +100,12 @@ def _axis_plan(size, window, step, weighting):
     return starts, weights, total[:size]
 
 
-def _check_input_shape(kind, input_shape, num_slices):
+def _check_input_shape(layout, input_shape, num_slices):
     input_shape = tuple(None if d is None else int(d) for d in input_shape)
-    if kind == "2d" and (len(input_shape) != 3 or input_shape[2] is None):
+    if not layout.is_volume and len(input_shape) == layout.rank and input_shape[-1] is None:
+        # Stacks are gathered per slice: their size T cannot be left to the data.
         raise ConfigError(f"a 2d model takes (H, W, T) inputs with T known; got input shape {input_shape}")
-    if kind == "3d" and (len(input_shape) != 4 or input_shape[3] != 1):
-        raise ConfigError(f"a 3d model takes (D, H, W, 1) inputs; got input shape {input_shape}")
-    if kind not in KINDS:
-        raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    input_shape = layout.check(input_shape)
     if num_slices < 1:
         raise DataError("the volume has no slices")
     return input_shape
@@ -143,7 +142,8 @@ def predict_volume(
             `(B, H, W, T)` -> `(B, H, W, C)` for "2d", `(B, D, H, W, 1)` -> `(B, D, H, W, C)`
             for "3d" (a Keras model: `keras_predict_fn(model)`; LiteRT: `LiteModel.predict`).
         image_xyz: `(X, Y, Z)` float32 volume, already preprocessed for the model.
-        kind: "2d" (2D/2.5D, predicts the centre slice of a stack) or "3d".
+        kind: "2d" (2D/2.5D, predicts the centre slice of a stack) or "3d" (or a
+            `liverzoo.layout.InputLayout`, e.g. `spec.layout`).
         input_shape: the model's input shape without the batch axis; `None` spatial dims
             take the whole plane (and `window` slices for a 3D model).
         stack_size: slices per stack for "2d"; must equal T of `input_shape` (default T).
@@ -173,49 +173,50 @@ def predict_volume(
     if image_xyz.ndim != 3:
         raise DataError(f"expected an (X, Y, Z) volume, got shape {image_xyz.shape}")
     size_x, size_y, size_z = image_xyz.shape
-    input_shape = _check_input_shape(kind, input_shape, size_z)
+    layout = get_layout(kind)
+    input_shape = _check_input_shape(layout, input_shape, size_z)
     if weighting not in WEIGHTINGS:
         raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
-    if kind == "2d":
-        tile_h, tile_w, t = input_shape
+    tile_h, tile_w = layout.plane(input_shape)
+    if layout.is_volume:
+        depth = layout.stack(input_shape) or min(window, size_z)
+    else:
+        t, depth = layout.stack(input_shape), 1
         if stack_size is not None and stack_size != t:
             raise ConfigError(f"stack_size {stack_size} differs from the model's {t} input slices")
-        depth = 1
-    else:
-        depth, tile_h, tile_w, _ = input_shape
-        depth = depth or min(window, size_z)
     tile_h, tile_w = tile_h or size_x, tile_w or size_y
     if tile_h > size_x or tile_w > size_y:
         raise DataError(
             f"the volume's plane {size_x}x{size_y} is smaller than the model's input {tile_h}x{tile_w}; "
             "resize it to the model's working size first (segment() does)"
         )
-    batch_size = batch_size or (8 if kind == "2d" else 1)
+    batch_size = batch_size or layout.default_batch
 
     # Slice-major copy: a stack or sub-volume is then one contiguous gather.
     volume = np.ascontiguousarray(np.moveaxis(image_xyz, 2, 0))
     xs, wx, total_x = _axis_plan(size_x, tile_h, max(tile_h // 2, 1), weighting)
     ys, wy, total_y = _axis_plan(size_y, tile_w, max(tile_w // 2, 1), weighting)
-    if kind == "2d":
+    if layout.is_volume:
+        zs, wz, total_z = _axis_plan(size_z, depth, max(step, 1), weighting)
+    else:
         from liverzoo.data.sampling import stack_indices
 
         zs, wz, total_z = list(range(size_z)), np.ones(1, np.float32), np.ones(size_z, np.float32)
-    else:
-        zs, wz, total_z = _axis_plan(size_z, depth, max(step, 1), weighting)
     tile_weight = wx[:, None, None] * wy[None, :, None]
     acc = np.zeros((size_z, size_x, size_y, num_classes), np.float32)
 
     def make_input(z, x, y):
-        if kind == "2d":
+        if not layout.is_volume:
             idx = np.asarray(stack_indices(z, size_z, t, stride))
             return np.moveaxis(volume[idx, x : x + tile_h, y : y + tile_w], 0, -1)
         # Past the last slice (depth > Z), repeat the edge slice.
         idx = np.minimum(np.arange(z, z + depth), size_z - 1)
         return volume[idx, x : x + tile_h, y : y + tile_w, None]
 
-    flips = _flips(tta_flip, (1, 2) if kind == "2d" else (2, 3))
+    flips = _flips(tta_flip, layout.flip_axes)
     jobs = list(itertools.product(zs, xs, ys))
-    expected = (tile_h, tile_w, num_classes) if kind == "2d" else (depth, tile_h, tile_w, num_classes)
+    # The output has the input's axes with C classes in place of the channel axis.
+    expected = layout.input_shape((tile_h, tile_w), depth)[:-1] + (num_classes,)
     for first in range(0, len(jobs), batch_size):
         chunk = jobs[first : first + batch_size]
         batch = np.stack([make_input(*job) for job in chunk])
@@ -230,7 +231,7 @@ def predict_volume(
             out = out + (np.flip(probs, axes) if axes else probs)
         out = out / np.float32(len(flips))
         for (z, x, y), scores in zip(chunk, out):
-            if kind == "2d":
+            if not layout.is_volume:
                 acc[z, x : x + tile_h, y : y + tile_w] += scores * tile_weight
             else:
                 n = min(depth, size_z - z)
@@ -342,7 +343,7 @@ def probabilities_to_grid(probs, shape, *, out=None):
 
 
 def _resolve_model(model, spec, kind, preset, input_shape):
-    """(predict_fn, kind, preset, input_shape) from a Keras model or a callable + hints."""
+    """(predict_fn, layout, preset, input_shape) from a Keras model or a callable + hints."""
     if hasattr(model, "predict_on_batch") and hasattr(model, "outputs"):
         input_shape = input_shape or tuple(model.input_shape[1:])
         predict_fn = keras_predict_fn(model)
@@ -351,16 +352,16 @@ def _resolve_model(model, spec, kind, preset, input_shape):
             raise ConfigError(f"model must be a Keras model or a predict function, got {type(model).__name__}")
         input_shape = input_shape or getattr(model, "input_shape", None)
         predict_fn = model
-    kind = kind or (spec.kind if spec is not None else None)
+    layout = get_layout(kind) if kind is not None else (spec.layout if spec is not None else None)
     preset = preset or (spec.preset if spec is not None else None)
     if input_shape is None and spec is not None:
         input_shape = spec.default_input_shape
-    if kind is None and input_shape is not None:
-        kind = {3: "2d", 4: "3d"}.get(len(input_shape))
-    missing = [n for n, v in (("kind", kind), ("preset", preset), ("input_shape", input_shape)) if v is None]
+    if layout is None and input_shape is not None and len(input_shape) in {lay.rank for lay in LAYOUTS.values()}:
+        layout = layout_of(input_shape)
+    missing = [n for n, v in (("kind", layout), ("preset", preset), ("input_shape", input_shape)) if v is None]
     if missing:
         raise ConfigError(f"cannot tell the model's {', '.join(missing)}: pass model_name (a zoo name) or them")
-    return predict_fn, kind, preset, tuple(input_shape)
+    return predict_fn, layout, preset, tuple(input_shape)
 
 
 def segment(
@@ -415,11 +416,11 @@ def segment(
         if model_name not in SPECS:
             raise ConfigError(f"unknown model {model_name!r}; valid names: {', '.join(sorted(SPECS))}")
         spec = SPECS[model_name]
-    predict_fn, kind, preset, input_shape = _resolve_model(model, spec, kind, preset, input_shape)
+    predict_fn, layout, preset, input_shape = _resolve_model(model, spec, kind, preset, input_shape)
     image, _, _ = prepare_volume(ct.array, ct.spacing, preset, inplane_size=inplane_size)
     # Handed over slice-major, so predict_volume needs no copy of its own.
     image = np.ascontiguousarray(np.moveaxis(image, 2, 0))
-    probs = predict_volume(predict_fn, np.moveaxis(image, 0, 2), kind=kind, input_shape=input_shape, **predict_kwargs)
+    probs = predict_volume(predict_fn, np.moveaxis(image, 0, 2), kind=layout, input_shape=input_shape, **predict_kwargs)
     del image
     full = np.empty(ct.array.shape + (probs.shape[-1],), np.float32) if return_probabilities else None
     labels = probabilities_to_grid(probs, ct.array.shape, out=full)

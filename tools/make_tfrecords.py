@@ -13,13 +13,15 @@ import _path  # noqa: F401
 from absl import flags
 
 from liverzoo import cli
+from liverzoo.data.preprocess import PRESETS
 
 cli.quiet_tensorflow()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Folder of cases: LiTS names or Decathlon imagesTr/ + labelsTr/.")
 flags.DEFINE_string("output_dir", None, "Where shards and manifest.json are written.")
-flags.DEFINE_string("preset", None, "Preprocessing preset (model family): lw_hcn, residual_unet, ds_nnunet, ynet3d, lv_net.")
+flags.DEFINE_string("preset", None, f"Preprocessing preset (model family): {', '.join(PRESETS)}; "
+                    "a zoo model's is `liverzoo.models.SPECS[name].preset`.")
 flags.DEFINE_integer("num_shards", 4, "Shards per split (fewer if a split has fewer cases).")
 flags.DEFINE_float("val_fraction", 0.2, "Share of cases held out for validation (split by case).")
 flags.DEFINE_integer("seed", 0, "Seed of the train/validation split.")

@@ -2,8 +2,8 @@
 
 `run()` measures, in one process, for every registered model:
 
-- at its paper input size (`SPECS[name].paper_input_shape`; `BENCH_OVERRIDES` where that is
-  impractical on a 2-core CPU, said under the table), with fresh weights (sizes and
+- at its paper input size (`SPECS[name].paper_input_shape`; `spec.export.bench_input_shape` where
+  that is impractical on a 2-core CPU, said under the table), with fresh weights (sizes and
   latencies do not depend on their values): the file of each quantization mode (int8
   calibrated on real demo CT at that size), and the median latency of one batch-1 inference
   of the fp32 and int8 files in LiteRT (XNNPACK, 2 threads) and of the Keras model (a traced
@@ -24,17 +24,6 @@ from liverzoo.benchmarks import machine_line, markdown_table, median_time
 from liverzoo.errors import ConfigError
 
 NUM_THREADS = 2
-#: name -> (input shape, builder kwargs, why): where the paper's size is impractical here.
-BENCH_OVERRIDES = {
-    "ynet3d": ((16, 128, 128, 1), {"base_filters": 8},
-               "paper 64x256x256 at VGG19 widths (186 M weights) does not fit this CPU budget"),
-    "ynet3d_ee": ((16, 128, 128, 1), {"base_filters": 8},
-                  "paper 64x256x256 at VGG19 widths (169 M weights) does not fit this CPU budget"),
-}
-#: More steps where 10 leave the scores too close to a tie for int8 rounding: the models
-#: without normalisation layers (ynet3d_ee's int8 agreement: 0.977 after 60 steps, 0.986
-#: after 150) and DS nnU-Net (0.86 after 10 steps, 0.98 after 30, 0.99 after 60).
-FINE_TUNE_STEPS = {"ynet3d": 30, "ynet3d_ee": 150, "ds_nnunet": 60}
 
 
 def _progress(message):
@@ -94,8 +83,8 @@ def fine_tune(model, images, labels, *, steps=10, batch_size=4, learning_rate=3e
 def fine_tuned_model(name, cases=None, *, shape=None, num_inputs=4):
     """A zoo model at its test size, briefly fine-tuned on real CT, and real inputs to compare on.
 
-    The model is built at `SPECS[name].tiny_input_shape` (or `shape`) with `SPECS[name].tiny_kwargs`, then `fine_tune`d (10 steps,
-    `FINE_TUNE_STEPS` for slow learners) on 12 inputs of the demo's LiTS 117 training slab
+    The model is built at `SPECS[name].tiny_input_shape` (or `shape`) with `SPECS[name].tiny_kwargs`, then `fine_tune`d (`spec.export.fine_tune_steps`:
+    10, more for slow learners) on 12 inputs of the demo's LiTS 117 training slab
     (liver and tumor on every slice; the whole-abdomen cases are mostly background at test
     sizes). The comparison inputs are other slices of that slab: what an export check
     measures is how faithfully a file computes the model's function where the model is
@@ -126,7 +115,7 @@ def fine_tuned_model(name, cases=None, *, shape=None, num_inputs=4):
     model = models.build(name, input_shape=shape, **spec.tiny_kwargs)
     train = (cases or demo.demo_cases())[2]
     images, labels = export.sample_inputs([train], shape, spec.preset, num_samples=12)
-    fine_tune(model, images, labels, steps=FINE_TUNE_STEPS.get(name, 10))
+    fine_tune(model, images, labels, steps=spec.export.fine_tune_steps)
     return model, export.sample_inputs([train], shape, spec.preset, num_samples=num_inputs)[0]
 
 
@@ -220,8 +209,10 @@ def run(quick=False):
             spec = models.SPECS[name]
             if quick:
                 shape, kwargs, why = spec.tiny_input_shape, spec.tiny_kwargs, "quick run: test size"
+            elif spec.export.bench_input_shape:
+                shape, kwargs, why = spec.export.bench_input_shape, spec.export.bench_kwargs, spec.export.bench_why
             else:
-                shape, kwargs, why = BENCH_OVERRIDES.get(name, (spec.paper_input_shape, {}, None))
+                shape, kwargs, why = spec.paper_input_shape, {}, None
             if why:
                 notes.append(f"- `{name}` at {'x'.join(map(str, shape))}"
                              + (f" with {kwargs}" if kwargs else "") + f": {why}.")
@@ -242,7 +233,8 @@ def run(quick=False):
             notes.append(f"- `{r['name']}`: medians of {r['repeats']} runs (one inference takes seconds).")
     header = ["model", "input", "params", "fp32 MB", "fp16 MB", "dynamic MB", "int8 MB", "int8/fp32", "Keras ms",
               "LiteRT fp32 ms", "Keras/LiteRT", "LiteRT int8 ms", "test size", "int8 agreement / fg Dice"]
-    more = ", ".join(f"{steps} for {name}" for name, steps in sorted(FINE_TUNE_STEPS.items()))
+    steps = {name: spec.export.fine_tune_steps for name, spec in models.SPECS.items()}
+    more = ", ".join(f"{n} for {name}" for name, n in sorted(steps.items()) if n != 10)
     text = [
         "## Export: TFLite sizes, LiteRT vs Keras latency, int8 agreement",
         "",

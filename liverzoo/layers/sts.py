@@ -19,8 +19,8 @@ when undilated and `FoldedConv3D` when dilated (a dilated CONV_3D would need Fle
 import keras
 
 from liverzoo.errors import ConfigError
-from liverzoo.layers.conv2d import activation_layer, normalization
 from liverzoo.layers.conv3d import DepthwiseConv3D, FoldedConv3D
+from liverzoo.layers.conv_norm_act import apply_norm_act
 
 CONV_TYPES = ("standard", "sts_seq", "sts_par", "dsts")
 
@@ -264,13 +264,6 @@ def spatiotemporal_conv(filters, conv_type="dsts", *, kernel_size=3, dilation_ra
     )
 
 
-def _apply_norm_act(x, norm, activation, name):
-    for layer in (normalization(norm, name=f"{name}_norm"), activation_layer(activation, name=f"{name}_act")):
-        if layer is not None:
-            x = layer(x)
-    return x
-
-
 def apply_spatiotemporal_conv(
     x, filters, conv_type="dsts", *, kernel_size=3, dilation_rate=1, norm="batch", activation="relu", name
 ):
@@ -304,7 +297,7 @@ def apply_spatiotemporal_conv(
         use_bias=norm is None,
         name=f"{name}_conv",
     )
-    return _apply_norm_act(conv(x), norm, activation, name)
+    return apply_norm_act(conv(x), norm=norm, activation=activation, name=name)
 
 
 def apply_pointwise_conv3d(x, filters, *, norm="batch", activation="relu", name):
@@ -326,4 +319,4 @@ def apply_pointwise_conv3d(x, filters, *, norm="batch", activation="relu", name)
         (None, 4, 8, 8, 16)
     """
     x = FoldedConv3D(filters, 1, use_bias=norm is None, name=f"{name}_conv")(x)
-    return _apply_norm_act(x, norm, activation, name)
+    return apply_norm_act(x, norm=norm, activation=activation, name=name)

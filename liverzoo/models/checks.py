@@ -2,14 +2,15 @@
 from liverzoo.errors import ConfigError
 
 
-def check_builder_args(model, input_shape, num_classes, *, rank, divisor, odd_channels=False):
+def check_builder_args(model, input_shape, num_classes, *, layout, divisor, odd_channels=False):
     """Raises ConfigError unless the builder arguments describe a buildable network.
 
     Args:
         model: model name, used in the messages.
         input_shape: the builder's `input_shape` (without the batch axis).
         num_classes: the builder's `num_classes`.
-        rank: expected length of `input_shape` (3 for 2D `(H, W, T)`, 4 for 3D `(D, H, W, 1)`).
+        layout: the model's `liverzoo.layout.InputLayout` (2D `(H, W, T)` or 3D `(D, H, W, 1)`):
+            `input_shape` must have its rank.
         divisor: every spatial size (all axes but the last) must be a multiple of it: the
             network's total stride, an int or one int per spatial axis.
         odd_channels: require an odd channel count (a 2.5D stack centred on its slice).
@@ -18,9 +19,11 @@ def check_builder_args(model, input_shape, num_classes, *, rank, divisor, odd_ch
         `input_shape` as a tuple of ints.
 
     Example:
-        >>> check_builder_args("ds_nnunet", (256, 256, 7), 3, rank=3, divisor=128, odd_channels=True)
+        >>> from liverzoo.layout import STACK_2D
+        >>> check_builder_args("ds_nnunet", (256, 256, 7), 3, layout=STACK_2D, divisor=128, odd_channels=True)
         (256, 256, 7)
     """
+    rank = layout.rank
     try:
         shape = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError):

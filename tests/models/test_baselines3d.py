@@ -9,8 +9,7 @@ import keras
 
 from liverzoo import models
 from liverzoo.errors import ConfigError
-from liverzoo.models.unet3d import build_unet3d
-from liverzoo.models.vnet import build_vnet
+from liverzoo.models.baselines3d import build_unet3d, build_vnet
 from tests.layers.test_conv3d import assert_litert_matches
 
 PAPER_INPUT = (16, 256, 256, 1)

@@ -50,7 +50,7 @@ def built():
 def test_outputs_are_softmax_at_input_resolution(name, built):
     model, x, outs = built(name)
     spec = models.SPECS[name]
-    assert len(spec.tiny_input_shape) == {"2d": 3, "3d": 4}[spec.kind]
+    assert len(spec.tiny_input_shape) == {"2d": 3, "3d": 4}[spec.kind] == spec.layout.rank
     expected = (BATCH,) + tuple(spec.tiny_input_shape[:-1]) + (NUM_CLASSES,)
     for out in outs:
         assert out.shape == expected
@@ -111,12 +111,17 @@ def test_training_steps_lower_the_loss(name, built):
 @pytest.mark.parametrize("name", NAMES)
 def test_spec_is_consistent(name):
     from liverzoo.data.preprocess import PRESETS
+    from liverzoo.layout import get_layout
 
     spec = models.SPECS[name]
     assert spec.preset in PRESETS
+    assert spec.name == name and models.MODELS[name] is spec.builder
+    assert spec.kind == spec.layout.name and spec.layout is get_layout(spec.kind)
     rank = {"2d": 3, "3d": 4}[spec.kind]
     for shape in (spec.default_input_shape, spec.paper_input_shape, spec.tiny_input_shape):
         assert len(shape) == rank and all(isinstance(d, int) and d > 0 for d in shape), shape
+        assert spec.layout.check(shape) == shape
+    assert spec.reference.title and spec.export.fine_tune_steps >= 10
     papers = pathlib.Path(__file__).resolve().parents[3] / "shared" / "papers"
     if papers.is_dir():
         assert (papers / spec.paper).is_file(), spec.paper

@@ -6,7 +6,9 @@ is the 2D U-Net nnU-Net (Isensee et al. 2021) configures for LiTS at 512x512.
 """
 import keras
 
-from liverzoo.layers.conv2d import apply_conv_norm_act, apply_softmax_head
+from liverzoo.layers.conv_norm_act import apply_conv_norm_act
+from liverzoo.layers.heads import apply_softmax_head
+from liverzoo.layout import STACK_2D
 from liverzoo.models.checks import check_builder_args
 
 # Feature widths of nnU-Net's 2D plan for LiTS (8 stages, 7 poolings: 512 -> 4).
@@ -41,7 +43,7 @@ def _apply_stage(x, filters, *, strides, separable, name):
             x,
             filters,
             strides=s,
-            separable=separable,
+            conv=keras.layers.SeparableConv2D if separable else keras.layers.Conv2D,
             norm="instance",
             activation="leaky_relu",
             name=f"{name}_conv{i + 1}",
@@ -98,10 +100,10 @@ def build_nnunet(
         (None, 256, 256, 3)
     """
     filters = tuple(filters)
-    if len(input_shape) == 3 and all(isinstance(n, int) for n in input_shape[:2]):
+    if len(input_shape) == STACK_2D.rank and all(isinstance(n, int) for n in input_shape[:2]):
         filters = filters[: planned_stages(input_shape, len(filters), min_feature_size)]
     shape = check_builder_args(
-        name, input_shape, num_classes, rank=3, divisor=2 ** (len(filters) - 1), odd_channels=True
+        name, input_shape, num_classes, layout=STACK_2D, divisor=2 ** (len(filters) - 1), odd_channels=True
     )
     inputs = keras.Input(shape, name="image")
     x, skips = inputs, []

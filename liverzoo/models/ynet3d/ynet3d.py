@@ -7,9 +7,11 @@ reports no parameter count; it notes the VGG19 encoders make the network heavy (
 import keras
 
 from liverzoo.errors import ConfigError
+from liverzoo.layers.conv_norm_act import apply_conv_norm_act
+from liverzoo.layers.heads import apply_softmax_head
 from liverzoo.layers.resample3d import MaxPooling3D
+from liverzoo.layout import VOLUME_3D
 from liverzoo.models.checks import check_builder_args
-from liverzoo.models.unet3d import apply_conv3d_norm_act, apply_softmax_head_3d
 
 # VGG19 without its dense layers, in 3D: 3x3x3 convolutions per stage, and stage widths in
 # multiples of the first stage's (64 in VGG19). The decoder mirrors the widths (3D U-Net style).
@@ -46,7 +48,7 @@ def apply_vgg19_encoder_3d(x, stages, *, name):
         if i:
             x = MaxPooling3D(2, name=f"{name}_stage{i}_pool")(x)
         for j in range(convs):
-            x = apply_conv3d_norm_act(
+            x = apply_conv_norm_act(
                 x, width, norm=None, kernel_initializer=HE_NORMAL, name=f"{name}_stage{i + 1}_conv{j + 1}"
             )
         features.append(x)
@@ -84,7 +86,7 @@ def build_ynet3d(input_shape, num_classes=3, *, encoder_fusion="concat", base_fi
         >>> model.count_params()
         185923651
     """
-    shape = check_builder_args(name, input_shape, num_classes, rank=4, divisor=2 ** (len(VGG19_CONVS) - 1))
+    shape = check_builder_args(name, input_shape, num_classes, layout=VOLUME_3D, divisor=2 ** (len(VGG19_CONVS) - 1))
     if encoder_fusion not in ENCODER_FUSIONS:
         raise ConfigError(f"{name}: encoder_fusion must be one of {ENCODER_FUSIONS}, got {encoder_fusion!r}")
     if not isinstance(base_filters, int) or base_filters < 1:
@@ -102,11 +104,11 @@ def build_ynet3d(input_shape, num_classes=3, *, encoder_fusion="concat", base_fi
         )(x)
         x = keras.layers.Concatenate(name=f"dec{i + 1}_concat")([x, fused[i]])
         for j in range(3):
-            x = apply_conv3d_norm_act(
+            x = apply_conv_norm_act(
                 x, width, norm=None, activation="leaky_relu", kernel_initializer=HE_NORMAL,
                 name=f"dec{i + 1}_conv{j + 1}",
             )
-    return keras.Model(inputs, apply_softmax_head_3d(x, num_classes, name="segmentation"), name=name)
+    return keras.Model(inputs, apply_softmax_head(x, num_classes, name="segmentation"), name=name)
 
 
 def build_ynet3d_ee(input_shape, num_classes=3, *, base_filters=64, name="ynet3d_ee"):

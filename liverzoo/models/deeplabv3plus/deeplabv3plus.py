@@ -14,11 +14,16 @@ import os
 import keras
 
 from liverzoo.errors import ConfigError
-from liverzoo.layers.conv2d import apply_conv_norm_act, apply_softmax_head, upsample_bilinear
+from liverzoo.layers.conv2d import upsample_bilinear
+from liverzoo.layers.conv_norm_act import apply_conv_norm_act
+from liverzoo.layers.heads import apply_softmax_head
+from liverzoo.layout import STACK_2D
 from liverzoo.models.checks import check_builder_args
 
 LEVELS = ("P1", "P2", "P3", "P4")
 OUTPUT_STRIDE = 16
+# Every 3x3 conv past the entry flow is depthwise-separable (Xception, ASPP, decoder).
+SEPARABLE = keras.layers.SeparableConv2D
 
 
 def _apply_xception_module(x, filters, *, strides=1, dilation_rate=1, shortcut="conv", name):
@@ -31,6 +36,7 @@ def _apply_xception_module(x, filters, *, strides=1, dilation_rate=1, shortcut="
             f,
             strides=strides if last else 1,
             dilation_rate=dilation_rate,
+            conv=SEPARABLE,
             use_bias=False,
             name=f"{name}_sep{i + 1}",
         )
@@ -72,8 +78,8 @@ def apply_xception_encoder(x, *, name="encoder", last_level="P4", middle_blocks=
     if last_level not in LEVELS:
         raise ConfigError(f"last_level must be one of {LEVELS}, got {last_level!r}")
     stop = LEVELS.index(last_level)
-    x = apply_conv_norm_act(x, 32, strides=2, separable=False, use_bias=False, name=f"{name}_entry1")
-    x = apply_conv_norm_act(x, 64, separable=False, use_bias=False, name=f"{name}_entry2")
+    x = apply_conv_norm_act(x, 32, strides=2, use_bias=False, name=f"{name}_entry1")
+    x = apply_conv_norm_act(x, 64, use_bias=False, name=f"{name}_entry2")
     levels = {"P1": x}
     for level, filters in (("P2", 128), ("P3", 256)):
         if len(levels) > stop:
@@ -114,18 +120,18 @@ def apply_aspp(x, *, filters=256, rates=(6, 12, 18), dropout=0.1, name="aspp"):
         (None, 16, 16, 32)
     """
     h, w = x.shape[1], x.shape[2]
-    branches = [apply_conv_norm_act(x, filters, kernel_size=1, separable=False, use_bias=False, name=f"{name}_1x1")]
+    branches = [apply_conv_norm_act(x, filters, kernel_size=1, use_bias=False, name=f"{name}_1x1")]
     for rate in rates:
         branches.append(
-            apply_conv_norm_act(x, filters, dilation_rate=rate, use_bias=False, name=f"{name}_rate{rate}")
+            apply_conv_norm_act(x, filters, dilation_rate=rate, conv=SEPARABLE, use_bias=False, name=f"{name}_rate{rate}")
         )
     pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
     pooled = apply_conv_norm_act(
-        pooled, filters, kernel_size=1, separable=False, use_bias=False, name=f"{name}_pool_proj"
+        pooled, filters, kernel_size=1, use_bias=False, name=f"{name}_pool_proj"
     )
     branches.append(upsample_bilinear(pooled, (h, w), name=f"{name}_pool_up"))
     y = keras.layers.Concatenate(name=f"{name}_concat")(branches)
-    y = apply_conv_norm_act(y, filters, kernel_size=1, separable=False, use_bias=False, name=f"{name}_fuse")
+    y = apply_conv_norm_act(y, filters, kernel_size=1, use_bias=False, name=f"{name}_fuse")
     return keras.layers.Dropout(dropout, name=f"{name}_drop")(y)
 
 
@@ -169,17 +175,17 @@ def build_deeplabv3plus(
         >>> model.output_shape
         (None, 256, 256, 3)
     """
-    shape = check_builder_args(name, input_shape, num_classes, rank=3, divisor=OUTPUT_STRIDE)
+    shape = check_builder_args(name, input_shape, num_classes, layout=STACK_2D, divisor=OUTPUT_STRIDE)
     inputs = keras.Input(shape, name="image")
     levels = apply_xception_encoder(inputs, name="encoder", middle_blocks=middle_blocks)
     x = apply_aspp(levels["P4"], filters=aspp_filters, rates=aspp_rates, name="aspp")
     x = upsample_bilinear(x, OUTPUT_STRIDE // 4, name="decoder_up")
     low = apply_conv_norm_act(
-        levels["P2"], low_level_filters, kernel_size=1, separable=False, use_bias=False, name="decoder_low"
+        levels["P2"], low_level_filters, kernel_size=1, use_bias=False, name="decoder_low"
     )
     x = keras.layers.Concatenate(name="decoder_concat")([x, low])
     for i in (1, 2):
-        x = apply_conv_norm_act(x, decoder_filters, use_bias=False, name=f"decoder_conv{i}")
+        x = apply_conv_norm_act(x, decoder_filters, conv=SEPARABLE, use_bias=False, name=f"decoder_conv{i}")
     outputs = apply_softmax_head(x, num_classes, upsample=4, name="segmentation")
     return keras.Model(inputs, outputs, name=name)
 

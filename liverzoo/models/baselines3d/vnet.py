@@ -7,8 +7,10 @@ trainable parameters, 516.12 GFLOPs at 16x256x256); V-Net is reference [14] ther
 import keras
 
 from liverzoo.errors import ConfigError
+from liverzoo.layers.conv_norm_act import apply_conv_norm_act
+from liverzoo.layers.heads import apply_softmax_head
+from liverzoo.layout import VOLUME_3D
 from liverzoo.models.checks import check_builder_args
-from liverzoo.models.unet3d import apply_conv3d_norm_act, apply_softmax_head_3d
 
 # Channels per resolution level and 5x5x5 convolutions per stage (Milletari et al., Fig. 1).
 VNET_FILTERS = (16, 32, 64, 128, 256)
@@ -20,7 +22,7 @@ def _apply_residual_stage(x, shortcut, width, num_convs, *, name):
     """`num_convs` 5x5x5 conv + BN + ELU; the stage input is added before the last ELU."""
     for i in range(num_convs):
         last = i == num_convs - 1
-        x = apply_conv3d_norm_act(
+        x = apply_conv_norm_act(
             x, width, kernel_size=5, activation=None if last else "elu", name=f"{name}_conv{i + 1}"
         )
     x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
@@ -66,7 +68,7 @@ def build_vnet(
         65178770
     """
     filters, encoder_convs, decoder_convs = tuple(filters), tuple(encoder_convs), tuple(decoder_convs)
-    shape = check_builder_args(name, input_shape, num_classes, rank=4, divisor=2 ** (len(filters) - 1))
+    shape = check_builder_args(name, input_shape, num_classes, layout=VOLUME_3D, divisor=2 ** (len(filters) - 1))
     if len(encoder_convs) != len(filters) or len(decoder_convs) != len(filters) - 1:
         raise ConfigError(
             f"{name}: need one encoder_convs entry per level ({len(filters)}) and one decoder_convs entry per "
@@ -77,17 +79,17 @@ def build_vnet(
     for i, (width, n) in enumerate(zip(filters, encoder_convs)):
         shortcut = x
         if i:
-            x = shortcut = apply_conv3d_norm_act(
+            x = shortcut = apply_conv_norm_act(
                 x, width, kernel_size=2, strides=2, activation="elu", name=f"enc{i + 1}_down"
             )
         x = _apply_residual_stage(x, shortcut, width, n, name=f"enc{i + 1}")
         skips.append(x)
     for n, i in zip(decoder_convs, reversed(range(len(filters) - 1))):
         width = 2 * filters[i]
-        x = apply_conv3d_norm_act(
-            x, filters[i], kernel_size=2, strides=2, activation="elu", conv_cls=keras.layers.Conv3DTranspose,
+        x = apply_conv_norm_act(
+            x, filters[i], kernel_size=2, strides=2, activation="elu", conv=keras.layers.Conv3DTranspose,
             name=f"dec{i + 1}_up",
         )
         x = keras.layers.Concatenate(name=f"dec{i + 1}_concat")([x, skips[i]])
         x = _apply_residual_stage(x, x, width, n, name=f"dec{i + 1}")
-    return keras.Model(inputs, apply_softmax_head_3d(x, num_classes, name="segmentation"), name=name)
+    return keras.Model(inputs, apply_softmax_head(x, num_classes, name="segmentation"), name=name)

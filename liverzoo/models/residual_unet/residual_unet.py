@@ -5,7 +5,9 @@ Reduced Complexity Deep Models", Sec. V-A (architecture) and V-B (batch norm, dr
 """
 import keras
 
-from liverzoo.layers.conv2d import SubPixelUpsampling, apply_residual_block, apply_softmax_head, upsample_bilinear
+from liverzoo.layers.conv2d import SubPixelUpsampling, apply_residual_block, upsample_bilinear
+from liverzoo.layers.heads import apply_softmax_head
+from liverzoo.layout import STACK_2D
 from liverzoo.models.checks import check_builder_args
 
 
@@ -60,7 +62,7 @@ def build_residual_unet(
         >>> model.output_shape
         (None, 256, 256, 3)
     """
-    shape = check_builder_args(name, input_shape, num_classes, rank=3, divisor=2**depth)
+    shape = check_builder_args(name, input_shape, num_classes, layout=STACK_2D, divisor=2**depth)
     block = dict(kernel_size=kernel_size, separable=separable, dropout=dropout)
     inputs = keras.Input(shape, name="image")
     x, skips = inputs, []

@@ -8,10 +8,12 @@ depthwise 2D convolutions, 2D pooling, bilinear resize), so the model runs on ph
 import keras
 
 from liverzoo.errors import ConfigError
-from liverzoo.layers.conv3d import DepthwiseConv3D, FoldedConv3D
-from liverzoo.layers.resample3d import AveragePooling3D, TrilinearUpSampling3D
+from liverzoo.layers.conv3d import FoldedConv3D
+from liverzoo.layers.conv_norm_act import apply_conv_norm_act
+from liverzoo.layers.heads import apply_softmax_head
+from liverzoo.layout import VOLUME_3D
 from liverzoo.models.checks import check_builder_args
-from liverzoo.models.unet3d import apply_conv3d_norm_act, apply_softmax_head_3d
+from liverzoo.models.lv_net.blocks import apply_inverted_residual_3d, apply_resample_3d
 
 # V-Net's layout (Milletari et al.) at half its width: channels per level, and inverted
 # residual blocks per stage where V-Net has 5x5x5 convolutions (its first stage's single
@@ -19,58 +21,6 @@ from liverzoo.models.unet3d import apply_conv3d_norm_act, apply_softmax_head_3d
 LV_NET_FILTERS = (8, 16, 32, 64, 128)
 LV_NET_ENCODER_BLOCKS = (2, 3, 3, 3)  # levels 2..5
 LV_NET_DECODER_BLOCKS = (3, 3, 2, 1)  # coarse to fine
-
-
-def apply_inverted_residual_3d(x, *, expansion=4, kernel_size=5, name):
-    """3D inverted residual bottleneck block (IRB) of LV-Net, after MobileNetV2.
-
-    1x1x1 expansion to `expansion * C` channels + BN + ELU, `kernel_size`^3 depthwise
-    convolution + BN + ELU, 1x1x1 projection back to C + BN (linear bottleneck), plus the
-    input. Weights: `k^3 C e + 2 C^2 e` (+ batch norm), 12.65% of a 5x5x5 convolution at
-    C = 64 (../shared/papers/004_e35520e2e41b14d6.txt, Sec. 2.1, Table 1, Fig. 2a).
-
-    Args:
-        x: input tensor `(B, D, H, W, C)`.
-        expansion: channel expansion rate epsilon (the paper fixes 4).
-        kernel_size: depthwise kernel size (the paper: 5).
-        name: prefix of the layer names.
-
-    Returns:
-        A tensor shaped like `x`.
-
-    Example:
-        >>> inputs = keras.Input((4, 8, 8, 64))
-        >>> model = keras.Model(inputs, apply_inverted_residual_3d(inputs, name="irb"))
-        >>> sum(int(w.numpy().size) for w in model.trainable_weights)  # 64,768 + BN scales/offsets
-        65920
-    """
-    channels = x.shape[-1]
-    y = apply_conv3d_norm_act(
-        x, expansion * channels, kernel_size=1, activation="elu", use_bias=False, conv_cls=FoldedConv3D,
-        name=f"{name}_expand",
-    )
-    y = DepthwiseConv3D(kernel_size, padding="same", use_bias=False, name=f"{name}_depthwise")(y)
-    y = keras.layers.BatchNormalization(name=f"{name}_depthwise_norm")(y)
-    y = keras.layers.ELU(name=f"{name}_depthwise_act")(y)
-    y = apply_conv3d_norm_act(
-        y, channels, kernel_size=1, activation=None, use_bias=False, conv_cls=FoldedConv3D, name=f"{name}_project"
-    )
-    return keras.layers.Add(name=f"{name}_add")([x, y])
-
-
-def _apply_resample(x, filters, *, down, name):
-    """LV-Net's down/up-sampling module: pointwise conv + BN + ELU and 2x average pooling / trilinear up.
-
-    Pooling and trilinear interpolation are linear, so they commute with the pointwise
-    convolution: it runs on the low-resolution side (pooling first going down, upsampling
-    last going up), 8x cheaper than the other way round (Sec. 2.1, Fig. 2b).
-    """
-    if down:
-        x = AveragePooling3D(2, name=f"{name}_pool")(x)
-    x = apply_conv3d_norm_act(
-        x, filters, kernel_size=1, activation="elu", use_bias=False, conv_cls=FoldedConv3D, name=name
-    )
-    return x if down else TrilinearUpSampling3D(2, name=f"{name}_trilinear")(x)
 
 
 def build_lv_net(
@@ -128,14 +78,14 @@ def build_lv_net(
     """
     filters, encoder_blocks, decoder_blocks = tuple(filters), tuple(encoder_blocks), tuple(decoder_blocks)
     levels = len(filters)
-    shape = check_builder_args(name, input_shape, num_classes, rank=4, divisor=2 ** (levels - 1))
+    shape = check_builder_args(name, input_shape, num_classes, layout=VOLUME_3D, divisor=2 ** (levels - 1))
     if len(encoder_blocks) != levels - 1 or len(decoder_blocks) != levels - 1:
         raise ConfigError(
             f"{name}: encoder_blocks and decoder_blocks need one entry per level below the stem ({levels - 1}), "
             f"got {encoder_blocks} and {decoder_blocks}"
         )
     inputs = keras.Input(shape, name="image")
-    x = apply_conv3d_norm_act(inputs, filters[0], kernel_size=5, activation="elu", conv_cls=FoldedConv3D, name="stem")
+    x = apply_conv_norm_act(inputs, filters[0], kernel_size=5, activation="elu", conv=FoldedConv3D, name="stem")
     skips = [x]
 
     def blocks(x, n, name):
@@ -144,14 +94,14 @@ def build_lv_net(
         return x
 
     for i, n in enumerate(encoder_blocks, start=1):
-        x = blocks(_apply_resample(x, filters[i], down=True, name=f"enc{i + 1}_down"), n, f"enc{i + 1}")
+        x = blocks(apply_resample_3d(x, filters[i], down=True, name=f"enc{i + 1}_down"), n, f"enc{i + 1}")
         skips.append(x)
     aux = []
     for n, i in zip(decoder_blocks, reversed(range(levels - 1))):
         if deep_supervision:
             head = f"aux{len(aux) + 1}"
-            aux.append(apply_softmax_head_3d(x, num_classes, upsample=2 ** (i + 1), conv_cls=FoldedConv3D, name=head))
-        x = _apply_resample(x, filters[i], down=False, name=f"dec{i + 1}_up")
+            aux.append(apply_softmax_head(x, num_classes, upsample=2 ** (i + 1), conv=FoldedConv3D, name=head))
+        x = apply_resample_3d(x, filters[i], down=False, name=f"dec{i + 1}_up")
         x = blocks(keras.layers.Concatenate(name=f"dec{i + 1}_concat")([x, skips[i]]), n, f"dec{i + 1}")
-    main = apply_softmax_head_3d(x, num_classes, conv_cls=FoldedConv3D, name="segmentation")
+    main = apply_softmax_head(x, num_classes, conv=FoldedConv3D, name="segmentation")
     return keras.Model(inputs, [main] + aux if deep_supervision else main, name=name)

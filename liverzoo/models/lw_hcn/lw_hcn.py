@@ -11,13 +11,14 @@ import keras
 
 from liverzoo.errors import ConfigError
 from liverzoo.layers.aspp3d import apply_dst_aspp
-from liverzoo.layers.conv2d import apply_conv_norm_act
 from liverzoo.layers.conv3d import FoldedConv3D
+from liverzoo.layers.conv_norm_act import apply_conv_norm_act
 from liverzoo.layers.dimension import SlicesToVolume, VolumeToSlices
 from liverzoo.layers.resample3d import TrilinearUpSampling3D
 from liverzoo.layers.sts import CONV_TYPES, apply_spatiotemporal_conv
+from liverzoo.layout import VOLUME_3D
 from liverzoo.models.checks import check_builder_args
-from liverzoo.models.deeplabv3plus import apply_xception_encoder, load_encoder_weights
+from liverzoo.models.deeplabv3plus.deeplabv3plus import apply_xception_encoder, load_encoder_weights
 
 STRIDE = 8
 
@@ -25,15 +26,15 @@ STRIDE = 8
 def _check_input_shape(name, input_shape, num_classes):
     """check_builder_args, also for unknown (None) sizes of a fully convolutional build."""
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else input_shape
-    if isinstance(shape, tuple) and len(shape) == 4 and None in shape[:3]:
+    if isinstance(shape, tuple) and len(shape) == VOLUME_3D.rank and None in shape[:3]:
         if shape[3] is None:
             raise ConfigError(f"{name}: input_shape must give the channel count, got {input_shape!r}")
         # Known sizes get the usual checks; unknown H, W must be multiples of 8 when the model
         # runs (otherwise the skip concatenations fail on mismatched sizes).
         known = tuple(STRIDE if d is None else d for d in shape[:3]) + (shape[3],)
-        check_builder_args(name, known, num_classes, rank=4, divisor=(1, STRIDE, STRIDE))
+        check_builder_args(name, known, num_classes, layout=VOLUME_3D, divisor=(1, STRIDE, STRIDE))
         return shape
-    return check_builder_args(name, input_shape, num_classes, rank=4, divisor=(1, STRIDE, STRIDE))
+    return check_builder_args(name, input_shape, num_classes, layout=VOLUME_3D, divisor=(1, STRIDE, STRIDE))
 
 
 def _upsample_plane(x, *, name):
@@ -125,7 +126,7 @@ def build_lw_hcn(
         stage = f"decoder_{level.lower()}"
         x = _upsample_plane(x, name=f"{stage}_up")
         low = apply_conv_norm_act(
-            levels[level], skip, kernel_size=1, separable=False, use_bias=False, name=f"{stage}_skip"
+            levels[level], skip, kernel_size=1, use_bias=False, name=f"{stage}_skip"
         )
         low = SlicesToVolume(name=f"{stage}_skip_z")([low, inputs])
         x = keras.layers.Concatenate(name=f"{stage}_concat")([x, low])

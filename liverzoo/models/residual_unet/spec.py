@@ -1,0 +1,28 @@
+"""The zoo entry of the residual U-Net (../shared/papers/002_7138868b57b69ed8.txt)."""
+from liverzoo.layout import get_layout
+from liverzoo.models.residual_unet.residual_unet import build_residual_unet
+from liverzoo.models.spec import ModelSpec, Paper, ParamVariant
+
+PAPER = Paper(
+    file="002_7138868b57b69ed8.txt",
+    title="Pandey et al., Segmentation of Liver Lesions with Reduced Complexity Deep Models",
+    url="https://arxiv.org/abs/1805.09233",
+)
+
+RESIDUAL_UNET = ModelSpec(
+    name="residual_unet",
+    builder=build_residual_unet,
+    layout=get_layout("2d"),
+    preset="residual_unet",
+    default_input_shape=(128, 128, 1),
+    paper_input_shape=(256, 256, 1),
+    tiny_input_shape=(32, 32, 1),
+    # "2 million" (Sec. VI); the literal reading of the text gives 5.3 M and the paper has no
+    # layer table to rebuild its 2 M from, so it is not compared (see `build_residual_unet`).
+    paper_params=2_000_000,
+    # Its U-Net baseline ("around 30 million") is the same topology with standard convs.
+    paper_variants=(ParamVariant(kwargs={"separable": False}, paper_params=30_000_000, tolerance=0.15),),
+    reference=PAPER,
+)
+
+SPECS = (RESIDUAL_UNET,)
