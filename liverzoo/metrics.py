@@ -232,16 +232,13 @@ def _border(mask, structure):
     return mask ^ ndimage.binary_erosion(mask, structure=structure, iterations=1)
 
 
-def surface_distances(pred, ref, spacing=None, connectivity=1):
+def surface_distances(pred, ref, spacing=None):
     """Distances in mm from each border voxel of one mask to the other mask's border.
 
     Args:
         pred: non-empty predicted mask.
         ref: non-empty reference mask of the same shape.
         spacing: voxel size per axis in mm (a scalar or one value per axis; None = 1).
-        connectivity: of the erosion that finds the border (MedPy's `connectivity`): 1 =
-            face neighbours (MedPy's default, the volume-level measures), 2 = faces and
-            edges (the 18-neighbourhood of the LiTS scorer's per-lesion `Surface`).
 
     Returns:
         (pred_to_ref, ref_to_pred): float64 arrays, one distance per border voxel of `pred`
@@ -263,7 +260,7 @@ def surface_distances(pred, ref, spacing=None, connectivity=1):
     # Crop to the union's bounding box: background surrounds it, which is what erosion
     # assumes past the crop's edge, and all border voxels are inside, so it is exact.
     box = ndimage.find_objects((pred | ref).astype(np.uint8))[0]
-    structure = ndimage.generate_binary_structure(pred.ndim, connectivity)
+    structure = ndimage.generate_binary_structure(pred.ndim, 1)
     pred_border = _border(pred[box], structure)
     ref_border = _border(ref[box], structure)
     to_ref = ndimage.distance_transform_edt(~ref_border, sampling=spacing)[pred_border]
