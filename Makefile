@@ -21,7 +21,7 @@ DEMO := liverzoo/data/demo
 DEMO_OUT := runs/demo
 
 # Train on the embedded CT, then segment the three demo CTs with the best checkpoint and
-# score them against their labels, with PNG overlays (runs/demo/eval/overlays/).
+# score them against their labels, with PNG overlays (runs/demo/eval/overlays/) and report.html.
 demo: $(STAMP)
 	$(PY) tools/train.py --model=residual_unet
 	rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)/ct $(DEMO_OUT)/ref
@@ -33,7 +33,7 @@ demo: $(STAMP)
 	cp $(DEMO)/dcmqi_3slice_liver.nii.gz $(DEMO_OUT)/ref/dcmqi.nii.gz
 	$(PY) tools/predict.py --model_path=runs/residual_unet/best.keras --input=$(DEMO_OUT)/ct --output=$(DEMO_OUT)/pred
 	$(PY) tools/evaluate.py --pred_dir=$(DEMO_OUT)/pred --ref_dir=$(DEMO_OUT)/ref --image_dir=$(DEMO_OUT)/ct \
-		--output_dir=$(DEMO_OUT)/eval
+		--output_dir=$(DEMO_OUT)/eval --report
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15 --nbmake tests notebooks

@@ -3,18 +3,26 @@
 Cases are paired by file name (`NAME.nii` or `NAME.nii.gz` in both folders; the case is
 `NAME`). For every case the LiTS measures of `liverzoo.metrics.case_scores` are computed
 for the liver (labels 1 and 2) and the tumor (label 2), with the voxel spacing of the
-reference header, as the LiTS scoring code does. `evaluate` writes into `output_dir`:
+reference header, as the LiTS scoring code does, and the lesion-wise detection of
+`liverzoo.lesions` (IoU > `min_overlap`). `evaluate` writes into `output_dir`:
 
 - `cases.csv`: one row per case, every measure (empty cell = undefined, e.g. the surface
-  distance of two empty tumor masks);
+  distance of two empty tumor masks; the LiTS placeholder 9001 where LiTS assigns it), and
+  the case's lesion counts;
+- `lesions.csv`: one row per reference lesion (volume, equivalent diameter, detected, the
+  ids of its merged group and matched predictions, per-lesion scores; an undetected lesion
+  has the LiTS values Dice 0 and 9001 for RVD, ASSD, RMSD and MSSD);
 - `summary.json`: per structure the Dice per case (mean over cases), the Dice global
   (2 sum|P∩R| / sum(|P|+|R|) over all voxels of all cases), the means of Jaccard, VOE, RVD,
-  ASSD, MSSD, sensitivity, specificity and precision (undefined values left out, LiTS
-  penalties kept, both counted), the tumor-burden RMSE and maximum error, the per-case Dice
-  values and the skipped cases;
+  ASSD, MSSD, sensitivity, specificity and precision over the cases where they are defined
+  (a LiTS placeholder is never averaged: `{measure}_cases` says how many cases the mean is
+  over, `{measure}_undefined_cases` how many were left out), the tumor-burden RMSE and
+  maximum error (over the cases with a predicted liver), `lesions` (detection totals,
+  precision, recall, F1, per-lesion means, detection by size), the per-case Dice values and
+  the skipped cases;
 - `overlays/CASE_zK.png`: the slices with the most wrongly labelled voxels of the cases
-  with the lowest liver Dice (reference contours green/yellow, prediction red/magenta, on
-  the CT when `image_dir` is given).
+  with the lowest liver Dice, with a legend and the case's scores;
+- `report.html` with `report=True`: one self-contained page of all of it (`liverzoo.report`).
 
 All outputs are written to a staging folder and moved into place only when everything has
 been computed: a failed run leaves no partial output.
@@ -35,19 +43,27 @@ import tempfile
 
 import numpy as np
 
-from liverzoo import metrics
+from liverzoo import lesions, metrics
+from liverzoo import report as report_lib
 from liverzoo.errors import DataError
+from liverzoo.report import render_overlay, worst_slices  # noqa: F401 (public here before)
 
 STRUCTURES = ("liver", "tumor")
 MEASURES = ("dice", "jaccard", "voe", "rvd", "assd", "mssd", "sensitivity", "specificity", "precision")
 COUNTS = ("pred_voxels", "ref_voxels", "intersection")
 BURDEN = ("tumor_burden_ref", "tumor_burden_pred", "tumor_burden_error")
+LESION_COUNTS = ("num_reference", "num_predicted", "tp", "fp", "fn", "merges", "splits")
 COLUMNS = (
     ("case",)
     + tuple(f"{s}_{m}" for s in STRUCTURES for m in MEASURES + COUNTS)
     + BURDEN
+    + tuple(f"lesions_{k}" for k in LESION_COUNTS)
     + ("spacing_x", "spacing_y", "spacing_z")
 )
+LESION_COLUMNS = ("case", "lesion", "voxels", "volume_ml", "diameter_mm", "detected", "iou", "merged_lesions",
+                  "pred_lesions") + lesions.LESION_MEASURES
+# Measures that a case's voxel counts can leave undefined: (needs a reference, needs a prediction).
+_NEEDS = {"rvd": (True, False), "assd": (True, True), "mssd": (True, True)}
 AFFINE_TOLERANCE = 1e-3
 _NIFTI = re.compile(r"^(?P<case>.+?)\.nii(\.gz)?$")
 
@@ -113,16 +129,19 @@ def load_label_map(path, case):
     return labels, image.affine, tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
-def evaluate_case(case, pred_path, ref_path):
-    """One row of `cases.csv`: a dict keyed by `COLUMNS`.
+def evaluate_case(case, pred_path, ref_path, *, min_overlap=0.5, merge_fragments=False):
+    """One row of `cases.csv`: a dict keyed by `COLUMNS`, plus its lesions.
 
     Args:
         case: case name.
         pred_path: predicted label map.
         ref_path: reference label map (its header gives the spacing).
+        min_overlap: IoU a lesion must exceed to count as detected.
+        merge_fragments: join reference fragments one voxel apart in-plane.
 
     Returns:
-        dict of the case's measures (`liverzoo.metrics.case_scores`, flattened).
+        dict of the case's measures (`liverzoo.metrics.case_scores`, flattened), and under
+        "lesions" the `liverzoo.lesions.detect_lesions` result.
 
     Raises:
         DataError: unreadable files, label values outside {0, 1, 2}, or prediction and
@@ -145,6 +164,9 @@ def evaluate_case(case, pred_path, ref_path):
         for key in MEASURES + COUNTS:
             row[f"{structure}_{key}"] = scores[structure][key]
     row.update({k: scores[k] for k in BURDEN})
+    found = lesions.detect_lesions(pred == metrics.TUMOR, ref == metrics.TUMOR, spacing, min_overlap=min_overlap,
+                                   merge_fragments=merge_fragments)
+    row.update({f"lesions_{k}": found[k] for k in LESION_COUNTS}, lesions=found)
     row.update(spacing_x=spacing[0], spacing_y=spacing[1], spacing_z=spacing[2])
     return row
 
@@ -155,12 +177,23 @@ def _clean(value):
     return None if math.isnan(value) else value
 
 
-def summarize(rows, skipped=()):
+def _defined(row, structure, measure):
+    """False where the case's masks leave the measure undefined (nan or a LiTS placeholder)."""
+    value = row[f"{structure}_{measure}"]
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    needs_ref, needs_pred = _NEEDS.get(measure, (False, False))
+    return not ((needs_ref and not row[f"{structure}_ref_voxels"]) or (needs_pred and not row[f"{structure}_pred_voxels"]))
+
+
+def summarize(rows, skipped=(), *, min_overlap=0.5, merge_fragments=False):
     """The summary dict (see the module docstring) of evaluated case rows.
 
     Args:
         rows: dicts from `evaluate_case`.
         skipped: (case, error message) pairs.
+        min_overlap: the lesion IoU threshold the rows were computed with.
+        merge_fragments: whether reference fragments were merged.
 
     Returns:
         JSON-ready dict (nan replaced by None).
@@ -177,88 +210,61 @@ def summarize(rows, skipped=()):
         intersection = sum(r[f"{structure}_intersection"] for r in rows)
         total = sum(r[f"{structure}_pred_voxels"] + r[f"{structure}_ref_voxels"] for r in rows)
         for measure in MEASURES:
-            values = np.array([r[f"{structure}_{measure}"] for r in rows], np.float64)
-            defined = values[~np.isnan(values)]
+            defined = [float(r[f"{structure}_{measure}"]) for r in rows if _defined(r, structure, measure)]
             key = "dice_per_case" if measure == "dice" else measure
-            block[key] = _clean(defined.mean()) if defined.size else None
-            if measure in ("rvd", "assd", "mssd"):
-                block[f"{measure}_undefined_cases"] = int(values.size - defined.size)
-                block[f"{measure}_penalized_cases"] = int(np.count_nonzero(defined == metrics.LITS_PENALTY))
+            block[key] = _clean(np.mean(defined)) if defined else None
+            block[f"{measure}_cases"] = len(defined)
+            block[f"{measure}_undefined_cases"] = len(rows) - len(defined)
+            if measure in _NEEDS:
+                block[f"{measure}_penalized_cases"] = sum(r[f"{structure}_{measure}"] == metrics.LITS_PENALTY
+                                                          for r in rows)
         block["dice_global"] = 2.0 * intersection / total if total else 1.0
         summary[structure] = block
-    errors = [r["tumor_burden_error"] for r in rows]
+    # A prediction without liver gets the LiTS placeholder burden: left out, counted.
+    errors = [r["tumor_burden_error"] for r in rows if r["liver_pred_voxels"] or not r["liver_ref_voxels"]]
     summary["tumor_burden_rmse"] = _clean(metrics.rmse(errors))
     summary["tumor_burden_max_error"] = _clean(max(np.abs(errors))) if errors else None
+    summary["tumor_burden_cases"] = len(errors)
+    summary["tumor_burden_undefined_cases"] = len(rows) - len(errors)
+    found = [r["lesions"] for r in rows if "lesions" in r]
+    if found:
+        summary["lesions"] = lesions.summarize_lesions(found, min_overlap=min_overlap, merge_fragments=merge_fragments)
     summary["dice_per_case"] = {s: {r["case"]: r[f"{s}_dice"] for r in rows} for s in STRUCTURES}
     summary["skipped"] = [{"case": c, "error": e} for c, e in skipped]
     summary["lits_penalty"] = metrics.LITS_PENALTY
     return summary
 
 
-def _write_csv(rows, path):
+def _cell(value):
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    return " ".join(str(v) for v in value) if isinstance(value, list) else value
+
+
+def _write_csv(rows, path, columns=COLUMNS):
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(COLUMNS)
+        writer.writerow(columns)
         for row in rows:
-            writer.writerow(["" if isinstance(row[c], float) and math.isnan(row[c]) else row[c] for c in COLUMNS])
+            writer.writerow([_cell(row[c]) for c in columns])
 
 
-def worst_slices(pred, ref, count):
-    """Indices of the `count` slices (last axis) with the most disagreeing voxels, worst first.
+def lesion_rows(rows):
+    """The rows of `lesions.csv`: one per reference lesion of every case, keyed by `LESION_COLUMNS`.
 
     Args:
-        pred: predicted label map (X, Y, Z).
-        ref: reference label map.
-        count: number of slices.
+        rows: dicts from `evaluate_case`.
 
     Returns:
-        list of int.
+        list of dicts.
 
     Example:
-        >>> worst_slices(np.array([[[0, 1, 1]]]), np.zeros((1, 1, 3), int), 2)
-        [1, 2]
+        >>> lesion_rows([{"case": "a", "lesions": {"lesions": [{"lesion": 1}]}}])
+        [{'lesion': 1, 'case': 'a'}]
     """
-    errors = np.count_nonzero(pred != ref, axis=(0, 1))
-    order = np.argsort(-errors, kind="stable")[:count]
-    return [int(k) for k in order]
-
-
-def render_overlay(path, ref_slice, pred_slice, image_slice=None, title="", spacing=(1.0, 1.0)):
-    """Writes a PNG: contours of reference (green liver, yellow tumor) and prediction (red
-    liver, magenta tumor) on the CT slice (window [-200, 250] HU) or on black.
-
-    Slices are canonical (RAS) `(X, Y)`; they are shown as radiologists read axial CT
-    (patient's right on the left of the screen, anterior up) with the pixel aspect of
-    `spacing`. Uses matplotlib's object API with the Agg canvas (no global backend switch).
-
-    Args:
-        path: output PNG file.
-        ref_slice: reference labels (X, Y).
-        pred_slice: predicted labels (X, Y).
-        image_slice: optional CT slice in HU.
-        title: figure title.
-        spacing: (x, y) pixel size in mm.
-
-    Example:
-        >>> render_overlay("z40.png", ref[:, :, 40], pred[:, :, 40], ct[:, :, 40])  # doctest: +SKIP
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 0.93))
-    background = np.zeros(ref_slice.shape, np.float32) if image_slice is None else np.clip(image_slice, -200, 250)
-    ax.imshow(background.T, cmap="gray", origin="lower", interpolation="nearest", aspect=spacing[1] / spacing[0])
-    for labels, colors in ((ref_slice, ("lime", "yellow")), (pred_slice, ("red", "magenta"))):
-        for level, color in zip((metrics.LIVER, metrics.TUMOR), colors):
-            mask = (labels >= level).astype(np.float32).T
-            if mask.any() and not mask.all():
-                ax.contour(mask, levels=[0.5], colors=color, linewidths=1.0, origin="lower")
-    ax.invert_xaxis()  # +X is the patient's right: put it on the screen's left
-    ax.set_axis_off()
-    fig.suptitle(title, fontsize=9)
-    fig.savefig(path, format="png")
+    return [{**lesion, "case": r["case"]} for r in rows for lesion in r["lesions"]["lesions"]]
 
 
 def _load_canonical(path, labels=True):
@@ -293,7 +299,7 @@ def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case):
                 raise DataError(f"case {case}: CT shape {image.shape} differs from reference shape {ref.shape}")
         for k in worst_slices(pred, ref, slices_per_case):
             name = os.path.join("overlays", f"{case}_z{k:04d}.png")
-            title = f"{case}  z={k}  liver Dice {row['liver_dice']:.3f}  tumor Dice {row['tumor_dice']:.3f}"
+            title = f"{case}  z={k}\n{report_lib.case_scores_line(row)}"
             render_overlay(os.path.join(staging, name), ref[:, :, k], pred[:, :, k],
                            None if image is None else image[:, :, k], title, spacing)
             written.append(name)
@@ -301,8 +307,9 @@ def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case):
 
 
 def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, skip_bad=False, num_overlays=3,
-             overlay_slices=2, progress=None):
-    """Evaluates every case and writes cases.csv, summary.json and overlays/ (see module doc).
+             overlay_slices=2, min_overlap=0.5, merge_fragments=False, report=False, progress=None):
+    """Evaluates every case and writes cases.csv, lesions.csv, summary.json, overlays/ and
+    optionally report.html (see module doc).
 
     Args:
         pred_dir: folder of predicted label maps (`NAME.nii[.gz]`).
@@ -313,6 +320,9 @@ def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, skip_bad=False, n
             of failing on the first.
         num_overlays: number of worst cases to draw.
         overlay_slices: slices drawn per case.
+        min_overlap: IoU a lesion must exceed to count as detected (LiTS: 0.5, also 0).
+        merge_fragments: join reference fragments one voxel apart in-plane (Bilic et al. 2023).
+        report: also write the self-contained report.html.
         progress: optional `progress(index, total, case)` callback.
 
     Returns:
@@ -339,7 +349,8 @@ def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, skip_bad=False, n
                 raise DataError(f"case {case}: no prediction in {pred_dir}")
             if case not in refs:
                 raise DataError(f"case {case}: no reference in {ref_dir}")
-            row = evaluate_case(case, preds[case], refs[case])
+            row = evaluate_case(case, preds[case], refs[case], min_overlap=min_overlap,
+                                merge_fragments=merge_fragments)
         except DataError as e:
             if not skip_bad:
                 raise
@@ -349,18 +360,23 @@ def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, skip_bad=False, n
         pairs[case] = (preds[case], refs[case])
     if not rows:
         raise DataError(f"no case could be evaluated ({len(skipped)} skipped)")
-    summary = summarize(rows, skipped)
+    summary = summarize(rows, skipped, min_overlap=min_overlap, merge_fragments=merge_fragments)
 
     os.makedirs(output_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".evaluate-", dir=output_dir)
     try:
         summary["overlays"] = _overlays(rows, pairs, image_dir, staging, num_overlays, overlay_slices)
         _write_csv(rows, os.path.join(staging, "cases.csv"))
+        _write_csv(lesion_rows(rows), os.path.join(staging, "lesions.csv"), LESION_COLUMNS)
         with open(os.path.join(staging, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2, allow_nan=False)
+        names = summary["overlays"] + ["cases.csv", "lesions.csv", "summary.json"]
+        if report:
+            report_lib.write_report(os.path.join(staging, "report.html"), summary, rows, staging)
+            names.append("report.html")
         if summary["overlays"]:
             os.makedirs(os.path.join(output_dir, "overlays"), exist_ok=True)
-        for name in summary["overlays"] + ["cases.csv", "summary.json"]:
+        for name in names:
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,7 +1,8 @@
-"""Benchmarks: python tools/benchmark.py data|models|inference|export|all [--quick].
+"""Benchmarks: python tools/benchmark.py data|models|inference|export|all|lesions [--quick].
 
 `all` runs every section in one process and writes docs/benchmarks.md with its PNG charts
 (parameters against the papers; Keras vs LiteRT latency), each stamped with the machine.
+`lesions` (lesion-wise evaluation of a 512x512x300 case) runs on its own, not in `all`.
 """
 import importlib
 import os
@@ -34,12 +35,13 @@ def _charts(data, folder, machine):
 
 
 def main(argv):
-    from liverzoo.benchmarks import SECTIONS, machine_line
+    from liverzoo.benchmarks import EXTRA_SECTIONS, SECTIONS, machine_line
     from liverzoo.data import io
     from liverzoo.errors import ConfigError
 
-    if len(argv) != 2 or argv[1] not in SECTIONS + ("all",):
-        raise ConfigError(f"usage: benchmark.py {{{'|'.join(SECTIONS + ('all',))}}} [--quick]")
+    choices = SECTIONS + ("all",) + EXTRA_SECTIONS
+    if len(argv) != 2 or argv[1] not in choices:
+        raise ConfigError(f"usage: benchmark.py {{{'|'.join(choices)}}} [--quick]")
     names = SECTIONS if argv[1] == "all" else (argv[1],)
     parts, data = [], {}
     for name in names:

@@ -1,7 +1,8 @@
 """LiTS evaluation of predicted masks: python tools/evaluate.py --pred_dir P --ref_dir R --output_dir O.
 
 Pairs `NAME.nii[.gz]` files of the two folders by name and writes O/cases.csv,
-O/summary.json and O/overlays/*.png (see liverzoo/evaluation.py and docs/inference.md).
+O/lesions.csv, O/summary.json, O/overlays/*.png and, with --report, O/report.html (see
+liverzoo/evaluation.py and docs/inference.md).
 """
 import sys
 
@@ -21,10 +22,14 @@ flags.DEFINE_string("image_dir", None, "Optional folder of the CTs (same names) 
 flags.DEFINE_bool("skip_bad", False, "Skip and list cases that cannot be evaluated instead of failing.")
 flags.DEFINE_integer("num_overlays", 3, "Number of worst cases (by liver Dice) to draw.", lower_bound=0)
 flags.DEFINE_integer("overlay_slices", 2, "Slices drawn per worst case.", lower_bound=1)
+flags.DEFINE_float("min_overlap", 0.5, "A lesion is detected iff its IoU is greater (LiTS: 0.5 and 0).",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_bool("merge_fragments", False, "Count reference fragments one voxel apart in-plane as one lesion.")
+flags.DEFINE_bool("report", False, "Also write the self-contained report.html.")
 
 
 def main(argv):
-    from liverzoo import evaluation
+    from liverzoo import evaluation, report
     from liverzoo.errors import ConfigError
 
     if len(argv) > 1:
@@ -38,22 +43,13 @@ def main(argv):
 
     summary = evaluation.evaluate(FLAGS.pred_dir, FLAGS.ref_dir, FLAGS.output_dir, image_dir=FLAGS.image_dir,
                                   skip_bad=FLAGS.skip_bad, num_overlays=FLAGS.num_overlays,
-                                  overlay_slices=FLAGS.overlay_slices, progress=progress)
+                                  overlay_slices=FLAGS.overlay_slices, min_overlap=FLAGS.min_overlap,
+                                  merge_fragments=FLAGS.merge_fragments, report=FLAGS.report, progress=progress)
     for skipped in summary["skipped"]:
         print(f"skipped: {skipped['error']}", file=sys.stderr)
-
-    def fmt(value):
-        return "n/a" if value is None else f"{value:.4f}"
-
-    print(f"{summary['num_cases']} cases evaluated, {len(summary['skipped'])} skipped")
-    for structure in evaluation.STRUCTURES:
-        block = summary[structure]
-        print(f"{structure}: Dice per case {fmt(block['dice_per_case'])}, Dice global {fmt(block['dice_global'])}, "
-              f"VOE {fmt(block['voe'])}, RVD {fmt(block['rvd'])}, ASSD {fmt(block['assd'])} mm, "
-              f"MSSD {fmt(block['mssd'])} mm")
-    print(f"tumor burden RMSE {fmt(summary['tumor_burden_rmse'])}")
-    print(f"wrote {FLAGS.output_dir}/cases.csv, summary.json, {len(summary['overlays'])} overlays")
-
+    print("\n".join(report.summary_lines(summary)))
+    extra = ", report.html" if FLAGS.report else ""
+    print(f"wrote {FLAGS.output_dir}/cases.csv, lesions.csv, summary.json{extra}, {len(summary['overlays'])} overlays")
 
 if __name__ == "__main__":
     cli.run(main)

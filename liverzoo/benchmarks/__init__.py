@@ -10,6 +10,8 @@ import platform
 import time
 
 SECTIONS = ("data", "models", "inference", "export")
+# Sections run only by name, not by `all` (docs/benchmarks.md holds the `all` report).
+EXTRA_SECTIONS = ("lesions",)
 
 
 def machine_line():

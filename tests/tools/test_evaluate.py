@@ -163,3 +163,60 @@ def test_all_cases_bad_is_an_error(tmp_path):
     with pytest.raises(DataError, match="no case could be evaluated"):
         evaluation.evaluate(str(tmp_path / "p"), str(tmp_path / "r"), str(tmp_path / "o"), skip_bad=True)
     assert not (tmp_path / "o").exists()
+
+
+def placeholder_cases(root):
+    """Three tumor situations: both masks have tumor, only the prediction, neither."""
+    pred_dir, ref_dir = root / "pred", root / "ref"
+    pred_dir.mkdir()
+    ref_dir.mkdir()
+    liver = np.zeros((20, 20, 6), np.uint8)
+    liver[2:18, 2:18, 1:5] = 1
+    both_ref, both_pred = liver.copy(), liver.copy()
+    both_ref[4:8, 4:8, 2:4] = 2
+    both_ref[12:15, 12:15, 2:4] = 2
+    both_pred[4:8, 5:9, 2:4] = 2
+    fp_pred = liver.copy()
+    fp_pred[10:12, 10:12, 2:3] = 2
+    for case, (pred, ref) in {"a": (both_pred, both_ref), "b": (fp_pred, liver), "c": (liver, liver)}.items():
+        save(pred_dir / f"{case}.nii.gz", pred)
+        save(ref_dir / f"{case}.nii.gz", ref)
+    return pred_dir, ref_dir
+
+
+def test_summary_never_averages_placeholders_and_writes_lesions(tmp_path):
+    pred_dir, ref_dir = placeholder_cases(tmp_path)
+    out = tmp_path / "out"
+    result = run_cli(f"--pred_dir={pred_dir}", f"--ref_dir={ref_dir}", f"--output_dir={out}", "--num_overlays=0")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    tumor = summary["tumor"]
+    pred_a = np.asarray(nib.load(str(pred_dir / "a.nii.gz")).dataobj) == 2
+    ref_a = np.asarray(nib.load(str(ref_dir / "a.nii.gz")).dataobj) == 2
+    assert tumor["assd"] == pytest.approx(mp.assd(pred_a, ref_a, voxelspacing=(0.8, 0.9, 2.5)), abs=1e-6)
+    assert (tumor["assd_cases"], tumor["assd_undefined_cases"], tumor["assd_penalized_cases"]) == (1, 2, 1)
+    assert (tumor["rvd_cases"], tumor["rvd_undefined_cases"]) == (1, 2)
+    assert f"ASSD {tumor['assd']:.3f} mm over 1 of 3 cases; undefined for 2" in result.stdout
+    assert "9001" not in result.stdout and "4500" not in result.stdout
+    # Case a: lesion 1 found (IoU 12/20 > 0.5), lesion 2 missed; case b: one false positive.
+    lesions = summary["lesions"]
+    assert (lesions["tp"], lesions["fp"], lesions["fn"]) == (1, 1, 1)
+    assert lesions["precision"] == 0.5 and lesions["recall"] == 0.5 and lesions["f1"] == 0.5
+    assert "precision 0.500, recall 0.500, F1 0.500 (TP 1, FP 1, FN 1; merges 0, splits 0" in result.stdout
+    assert "detection by size: <10 mm 1/2, 10-20 mm 0/0, >20 mm 0/0" in result.stdout
+    with open(out / "cases.csv") as f:
+        cases = {r["case"]: r for r in csv.DictReader(f)}
+    assert float(cases["b"]["tumor_assd"]) == metrics.LITS_PENALTY  # the CSV keeps the LiTS convention
+    assert cases["b"]["lesions_fp"] == "1" and cases["a"]["lesions_num_reference"] == "2"
+    with open(out / "lesions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["case"], r["lesion"], r["detected"]) for r in rows] == [("a", "1", "1"), ("a", "2", "0")]
+    assert float(rows[0]["dice"]) == pytest.approx(mp.dc(pred_a & (np.indices(pred_a.shape)[0] < 10),
+                                                         ref_a & (np.indices(ref_a.shape)[0] < 10)))
+    assert float(rows[1]["dice"]) == 0.0 and float(rows[1]["assd"]) == metrics.LITS_PENALTY
+    assert float(rows[0]["volume_ml"]) == pytest.approx(32 * 0.8 * 0.9 * 2.5 / 1000)
+    assert rows[0]["pred_lesions"] == "1" and rows[0]["merged_lesions"] == "1"
+
+    strict = run_cli(f"--pred_dir={pred_dir}", f"--ref_dir={ref_dir}", f"--output_dir={tmp_path / 'o2'}",
+                     "--num_overlays=0", "--min_overlap=0.7")
+    assert "(TP 0, FP 2, FN 2;" in strict.stdout, strict.stdout
