@@ -65,18 +65,18 @@ LESION_COLUMNS = ("case", "lesion", "voxels", "volume_ml", "diameter_mm", "detec
 # Measures that a case's voxel counts can leave undefined: (needs a reference, needs a prediction).
 _NEEDS = {"rvd": (True, False), "assd": (True, True), "mssd": (True, True)}
 AFFINE_TOLERANCE = 1e-3
-_NIFTI = re.compile(r"^(?P<case>.+?)\.nii(\.gz)?$")
+_LABEL_FILE = re.compile(r"^(?P<case>.+?)(\.nii(\.gz)?|\.dcm)$", re.IGNORECASE)
 
 
 def list_cases(folder, what):
-    """{case name: path} of the NIfTI files in a folder (hidden files ignored).
+    """{case name: path} of the NIfTI files and DICOM SEG (`.dcm`) files in a folder (hidden files ignored).
 
     Args:
         folder: the folder.
         what: how to call it in errors (the flag name).
 
     Returns:
-        dict, case name (file name without .nii/.nii.gz) -> path.
+        dict, case name (file name without .nii/.nii.gz/.dcm) -> path.
 
     Raises:
         DataError: the folder does not exist or two files share a case name.
@@ -89,7 +89,7 @@ def list_cases(folder, what):
         raise DataError(f"{what} {folder}: no such folder")
     cases = {}
     for name in sorted(os.listdir(folder)):
-        match = _NIFTI.match(name)
+        match = _LABEL_FILE.match(name)
         if name.startswith(".") or not match or not os.path.isfile(os.path.join(folder, name)):
             continue
         if match["case"] in cases:
@@ -129,7 +129,36 @@ def load_label_map(path, case):
     return labels, image.affine, tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
-def evaluate_case(case, pred_path, ref_path, *, min_overlap=0.5, merge_fragments=False):
+def is_seg(path):
+    """True for a DICOM SEG file name (`.dcm`)."""
+    return str(path).lower().endswith(".dcm")
+
+
+def series_folder(dicom_dir, case):
+    """The DICOM series of `case` under `dicom_dir`: `dicom_dir/case/`, else `dicom_dir` itself."""
+    if dicom_dir is None:
+        raise DataError(f"case {case}: a DICOM SEG is read onto its source series: pass --dicom_dir")
+    folder = os.path.join(dicom_dir, case)
+    return folder if os.path.isdir(folder) else dicom_dir
+
+
+def _load_pair(case, pred_path, ref_path, dicom_dir):
+    """(pred, pred affine, ref, ref affine, spacing); both maps canonical when either is a SEG."""
+    if not (is_seg(pred_path) or is_seg(ref_path)):
+        pred, pred_affine, _ = load_label_map(pred_path, case)
+        ref, ref_affine, spacing = load_label_map(ref_path, case)
+        return pred, pred_affine, ref, ref_affine, spacing
+    from liverzoo.data import io
+
+    try:
+        series = io.load_volume(series_folder(dicom_dir, case))
+        pred, ref = io.load_label(pred_path, series), io.load_label(ref_path, series)
+    except DataError as e:
+        raise DataError(f"case {case}: {e}") from None
+    return pred.label, pred.affine, ref.label, ref.affine, tuple(float(v) for v in series.spacing)
+
+
+def evaluate_case(case, pred_path, ref_path, *, min_overlap=0.5, merge_fragments=False, dicom_dir=None):
     """One row of `cases.csv`: a dict keyed by `COLUMNS`, plus its lesions.
 
     Args:
@@ -138,6 +167,8 @@ def evaluate_case(case, pred_path, ref_path, *, min_overlap=0.5, merge_fragments
         ref_path: reference label map (its header gives the spacing).
         min_overlap: IoU a lesion must exceed to count as detected.
         merge_fragments: join reference fragments one voxel apart in-plane.
+        dicom_dir: the DICOM series (`dicom_dir/case/` or `dicom_dir`) when either map is a
+            DICOM SEG; both maps are then compared on the series' canonical grid.
 
     Returns:
         dict of the case's measures (`liverzoo.metrics.case_scores`, flattened), and under
@@ -151,8 +182,7 @@ def evaluate_case(case, pred_path, ref_path, *, min_overlap=0.5, merge_fragments
         >>> evaluate_case("volume-0", "pred/volume-0.nii.gz", "ref/volume-0.nii")["liver_dice"]  # doctest: +SKIP
         0.961
     """
-    pred, pred_affine, _ = load_label_map(pred_path, case)
-    ref, ref_affine, spacing = load_label_map(ref_path, case)
+    pred, pred_affine, ref, ref_affine, spacing = _load_pair(case, pred_path, ref_path, dicom_dir)
     if pred.shape != ref.shape:
         raise DataError(f"case {case}: prediction shape {pred.shape} differs from reference shape {ref.shape}")
     diff = float(np.abs(pred_affine - ref_affine).max())
@@ -267,10 +297,15 @@ def lesion_rows(rows):
     return [{**lesion, "case": r["case"]} for r in rows for lesion in r["lesions"]["lesions"]]
 
 
-def _load_canonical(path, labels=True):
+def _load_canonical(path, labels=True, dicom_dir=None, case=None):
     """(data, in-plane spacing) in RAS orientation, for drawing."""
     import nibabel as nib
 
+    if is_seg(path):
+        from liverzoo.data import io
+
+        volume = io.load_label(path, series_folder(dicom_dir, case))
+        return volume.label, tuple(volume.spacing[:2])
     image = nib.as_closest_canonical(nib.load(path))
     data = np.asanyarray(image.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -278,7 +313,7 @@ def _load_canonical(path, labels=True):
     return data.astype(np.uint8 if labels else np.float32), image.header.get_zooms()[:2]
 
 
-def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case):
+def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case, dicom_dir=None):
     """Renders the overlays of the worst cases (by liver Dice) into `staging/overlays`."""
     if num_cases <= 0 or not rows:
         return []
@@ -289,7 +324,8 @@ def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case):
     for row in worst:
         case = row["case"]
         pred_path, ref_path = pairs[case]
-        (pred, _), (ref, spacing) = _load_canonical(pred_path), _load_canonical(ref_path)
+        (pred, _), (ref, spacing) = (_load_canonical(pred_path, dicom_dir=dicom_dir, case=case),
+                                     _load_canonical(ref_path, dicom_dir=dicom_dir, case=case))
         image = None
         if image_dir:
             if case not in images:
@@ -306,16 +342,18 @@ def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case):
     return written
 
 
-def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, skip_bad=False, num_overlays=3,
+def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, dicom_dir=None, skip_bad=False, num_overlays=3,
              overlay_slices=2, min_overlap=0.5, merge_fragments=False, report=False, progress=None):
     """Evaluates every case and writes cases.csv, lesions.csv, summary.json, overlays/ and
     optionally report.html (see module doc).
 
     Args:
-        pred_dir: folder of predicted label maps (`NAME.nii[.gz]`).
+        pred_dir: folder of predicted label maps (`NAME.nii[.gz]` or DICOM SEG `NAME.dcm`).
         ref_dir: folder of reference label maps with the same names.
         output_dir: where the outputs go (created if needed).
         image_dir: optional folder of the CTs (same names) to draw overlays on.
+        dicom_dir: the DICOM series the SEG files reference: `dicom_dir/NAME/` per case, or one
+            series folder for a single case.
         skip_bad: skip (and list in the summary) cases that cannot be evaluated, instead
             of failing on the first.
         num_overlays: number of worst cases to draw.
@@ -339,7 +377,7 @@ def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, skip_bad=False, n
     preds, refs = list_cases(pred_dir, "--pred_dir"), list_cases(ref_dir, "--ref_dir")
     names = sorted(set(preds) | set(refs), key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
     if not names:
-        raise DataError(f"no NIfTI cases in {pred_dir} or {ref_dir}")
+        raise DataError(f"no NIfTI or DICOM SEG cases in {pred_dir} or {ref_dir}")
     rows, skipped, pairs = [], [], {}
     for index, case in enumerate(names):
         if progress is not None:
@@ -350,7 +388,7 @@ def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, skip_bad=False, n
             if case not in refs:
                 raise DataError(f"case {case}: no reference in {ref_dir}")
             row = evaluate_case(case, preds[case], refs[case], min_overlap=min_overlap,
-                                merge_fragments=merge_fragments)
+                                merge_fragments=merge_fragments, dicom_dir=dicom_dir)
         except DataError as e:
             if not skip_bad:
                 raise
@@ -365,7 +403,7 @@ def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, skip_bad=False, n
     os.makedirs(output_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".evaluate-", dir=output_dir)
     try:
-        summary["overlays"] = _overlays(rows, pairs, image_dir, staging, num_overlays, overlay_slices)
+        summary["overlays"] = _overlays(rows, pairs, image_dir, staging, num_overlays, overlay_slices, dicom_dir)
         _write_csv(rows, os.path.join(staging, "cases.csv"))
         _write_csv(lesion_rows(rows), os.path.join(staging, "lesions.csv"), LESION_COLUMNS)
         with open(os.path.join(staging, "summary.json"), "w") as f:

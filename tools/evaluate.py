@@ -1,7 +1,7 @@
 """LiTS evaluation of predicted masks: python tools/evaluate.py --pred_dir P --ref_dir R --output_dir O.
 
-Pairs `NAME.nii[.gz]` files of the two folders by name and writes O/cases.csv,
-O/lesions.csv, O/summary.json, O/overlays/*.png and, with --report, O/report.html (see
+Pairs `NAME.nii[.gz]` (or DICOM SEG `NAME.dcm`, with --dicom_dir) files of the two folders by
+name and writes O/cases.csv, O/lesions.csv, O/summary.json, O/overlays/*.png and, with --report, O/report.html (see
 liverzoo/evaluation.py and docs/inference.md).
 """
 import sys
@@ -19,6 +19,8 @@ flags.DEFINE_string("pred_dir", None, "Folder of predicted label maps (NAME.nii 
 flags.DEFINE_string("ref_dir", None, "Folder of reference label maps with the same names.")
 flags.DEFINE_string("output_dir", None, "Where cases.csv, summary.json and overlays/ are written.")
 flags.DEFINE_string("image_dir", None, "Optional folder of the CTs (same names) to draw the overlays on.")
+flags.DEFINE_string("dicom_dir", None, "The DICOM series that SEG (NAME.dcm) files reference: DICOM_DIR/NAME/ per "
+                    "case, or one series folder.")
 flags.DEFINE_bool("skip_bad", False, "Skip and list cases that cannot be evaluated instead of failing.")
 flags.DEFINE_integer("num_overlays", 3, "Number of worst cases (by liver Dice) to draw.", lower_bound=0)
 flags.DEFINE_integer("overlay_slices", 2, "Slices drawn per worst case.", lower_bound=1)
@@ -42,6 +44,7 @@ def main(argv):
         print(f"case {index + 1}/{total} {case}", file=sys.stderr, flush=True)
 
     summary = evaluation.evaluate(FLAGS.pred_dir, FLAGS.ref_dir, FLAGS.output_dir, image_dir=FLAGS.image_dir,
+                                  dicom_dir=FLAGS.dicom_dir,
                                   skip_bad=FLAGS.skip_bad, num_overlays=FLAGS.num_overlays,
                                   overlay_slices=FLAGS.overlay_slices, min_overlap=FLAGS.min_overlap,
                                   merge_fragments=FLAGS.merge_fragments, report=FLAGS.report, progress=progress)

@@ -220,3 +220,31 @@ def test_summary_never_averages_placeholders_and_writes_lesions(tmp_path):
     strict = run_cli(f"--pred_dir={pred_dir}", f"--ref_dir={ref_dir}", f"--output_dir={tmp_path / 'o2'}",
                      "--num_overlays=0", "--min_overlap=0.7")
     assert "(TP 0, FP 2, FN 2;" in strict.stdout, strict.stdout
+
+
+def test_dicom_seg_predictions_score_like_their_nifti(real_dicom_dir, shared_ct_dir, tmp_path):
+    """dcmqi's SEG as the prediction (read onto its series' grid) scores exactly as the NIfTI
+    mask it was made from, against the same (eroded) reference."""
+    import shutil
+
+    import nibabel as nib
+    from scipy import ndimage
+
+    from liverzoo import evaluation
+
+    liver = nib.load(str(shared_ct_dir / "dcmqi_3slice_liver.nii.gz"))
+    eroded = ndimage.binary_erosion(np.asarray(liver.dataobj) > 0, np.ones((3, 3, 1)), iterations=4).astype(np.uint8)
+    for name in ("ref", "nifti", "seg"):
+        (tmp_path / name).mkdir()
+    nib.save(nib.Nifti1Image(eroded, liver.affine), str(tmp_path / "ref" / "dcmqi.nii.gz"))
+    shutil.copy(shared_ct_dir / "dcmqi_3slice_liver.nii.gz", tmp_path / "nifti" / "dcmqi.nii.gz")
+    shutil.copy(real_dicom_dir / "dcmqi_liver_seg.dcm", tmp_path / "seg" / "dcmqi.dcm")
+    from_nifti = evaluation.evaluate(str(tmp_path / "nifti"), str(tmp_path / "ref"), str(tmp_path / "out1"),
+                                     num_overlays=0)
+    from_seg = evaluation.evaluate(str(tmp_path / "seg"), str(tmp_path / "ref"), str(tmp_path / "out2"),
+                                   dicom_dir=str(real_dicom_dir / "dcmqi_ct3slice"), num_overlays=1)
+    assert 0.5 < from_nifti["liver"]["dice_per_case"] < 0.99
+    assert from_seg["liver"]["dice_per_case"] == pytest.approx(from_nifti["liver"]["dice_per_case"], abs=1e-9)
+    assert from_seg["liver"]["assd"] == pytest.approx(from_nifti["liver"]["assd"], abs=1e-6)
+    with pytest.raises(DataError, match="case dcmqi: a DICOM SEG .*--dicom_dir"):
+        evaluation.evaluate(str(tmp_path / "seg"), str(tmp_path / "ref"), str(tmp_path / "out3"))
