@@ -13,7 +13,7 @@ setup(
     include_package_data=True,
     install_requires=[
         "tensorflow==2.21.*",
-        "keras>=3.10",
+        "keras>=3.15,<3.16",  # liverzoo/_keras_internals.py TESTED_KERAS
         "numpy>=1.26",
         "scipy>=1.11",
         "nibabel>=5.2",

@@ -251,10 +251,13 @@ def predict_volume(
 def keras_predict_fn(model):
     """Wraps a Keras model as a `predict_fn` (the segmentation output only).
 
-    The one Keras-to-probabilities wrapper: `segment`, `liverzoo.runtime` (`.keras` files) and
-    `liverzoo.export.verify_tflite` use it. Deep-supervision models return `[main, aux_1, ...]`;
-    docs/design.md makes `outputs[0]` the segmentation, so only it is used. Keras is imported
-    here, lazily.
+    The one Keras-to-probabilities wrapper: `segment`, `liverzoo.runtime` (`.keras` files),
+    `liverzoo.export.verify_tflite` and the trainer's validation use it. Deep-supervision models
+    return `[main, aux_1, ...]`; docs/design.md makes `outputs[0]` the segmentation, so only it is
+    used. Keras is imported here, lazily. The model is called in one traced function
+    (`model(batch, training=False)`), not through `predict_on_batch`: that also works inside a
+    `tf.distribute` scope, where `predict_on_batch` would run the whole batch on every replica
+    and concatenate the copies.
 
     Args:
         model: a Keras model taking `(B, H, W, T)` or `(B, D, H, W, 1)` inputs.
@@ -270,9 +273,12 @@ def keras_predict_fn(model):
     """
     import tensorflow as tf
 
+    # One trace per input shape, reused for the whole run (reduce_retracing: relaxed shapes).
+    call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+
     def predict_fn(batch):
         try:
-            out = model.predict_on_batch(batch)
+            out = call(tf.constant(batch, tf.float32))
         except (ValueError, tf.errors.InvalidArgumentError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DataError(

@@ -217,7 +217,7 @@ def deep_supervision(loss, num_outputs, aux_weights=LV_NET_AUX_WEIGHTS):
     A deep-supervision model returns `[main, aux_1, ..., aux_k]`, all at full resolution.
     Keras 3 applies one loss per output and sums them with `loss_weights`, which is exactly
     `L_main + sum_i eta_i L_i`; the dataset must then yield the label once per output
-    (`liverzoo.train_lib` repeats it). Eq. 3's weight-decay term is the optimizer's job.
+    (`liverzoo.training.data.training_dataset` repeats it). Eq. 3's weight-decay term is the optimizer's job.
 
     Args:
         loss: the per-output loss (LV-Net: cross-entropy).

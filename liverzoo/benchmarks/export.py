@@ -57,10 +57,11 @@ def fine_tune(model, images, labels, *, steps=10, batch_size=4, learning_rate=3e
     """
     import keras
 
-    from liverzoo import export
+    from liverzoo import _keras_internals, export
 
     infer = export.inference_model(model)
-    norms = [layer for layer in infer._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [layer for layer in _keras_internals.flatten_layers(infer)
+             if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
         layer.momentum = 0.5

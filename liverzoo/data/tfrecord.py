@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from liverzoo.data import io, preprocess
 from liverzoo.data.sampling import stack_offsets
+from liverzoo.data.splits import split_cases
 from liverzoo.errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
@@ -113,24 +114,6 @@ def _check_compression(compression):
 def shard_name(split, index, count, compression):
     """File name of shard `index` of `count` of a split, e.g. `train-00000-of-00004.tfrecord.gz`."""
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if compression else "")
-
-
-def split_cases(case_ids, val_fraction, seed):
-    """Deterministic train/validation split by case: `{case_id: "train" | "val"}`.
-
-    The ids are sorted, permuted by a NumPy generator seeded with `seed`, and the first
-    `round(val_fraction * n)` (at least 1 and at most n - 1 when val_fraction > 0 and n > 1)
-    go to validation.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    ids = sorted(case_ids)
-    n_val = int(round(val_fraction * len(ids)))
-    if val_fraction > 0 and len(ids) > 1:
-        n_val = min(max(n_val, 1), len(ids) - 1)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    val = {ids[i] for i in order[:n_val]}
-    return {c: "val" if c in val else "train" for c in ids}
 
 
 def _sha256(path):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.test_train_lib import write_phantom_shards
+from tests.training.helpers import write_phantom_shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train.py")
@@ -23,7 +23,7 @@ def _run(args, **kwargs):
 
 
 # Each case is a fresh process (~3-8 s); the option checks themselves are tested in-process
-# in tests/test_train_lib.py. These cover the CLI's own parsing and its error path.
+# in tests/training/test_config.py. These cover the CLI's own parsing and its error path.
 BAD_FLAGS = [
     (["--model=nope"], "error: --model='nope' is not a zoo model"),
     (["--model=residual_unet", "--epochs=abc"], "error: flag --epochs=abc"),

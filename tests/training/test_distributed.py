@@ -1,4 +1,4 @@
-"""tf.distribute through train_lib: MirroredStrategy equals one device; two-worker training.
+"""tf.distribute through liverzoo.training: MirroredStrategy equals one device; two-worker training.
 
 Each scenario runs in fresh Python processes: logical CPU devices and
 MultiWorkerMirroredStrategy must be configured before TensorFlow initialises.
@@ -12,9 +12,9 @@ import textwrap
 
 import pytest
 
-from tests.test_train_lib import write_phantom_shards
+from tests.training.helpers import write_phantom_shards
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train.py")
 
 
@@ -38,7 +38,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from liverzoo import models, train_lib
+    from liverzoo import models, training
 
     shards, root = sys.argv[1], sys.argv[2]
     model_kwargs = {"base_filters": 4, "dropout": 0.0}
@@ -47,11 +47,11 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     out = {}
     for strategy in ("one_device", "mirrored"):
         logs = []
-        config = train_lib.TrainConfig(
+        config = training.TrainConfig(
             model="residual_unet", model_kwargs=model_kwargs, data=shards, model_dir=f"{root}/{strategy}",
             input_shape=(32, 32, 1), epochs=1, steps_per_epoch=1, batch_size=4, augment=False, loss="dice_ce",
             weight_decay=1e-3, optimizer="sgd", learning_rate=0.05, strategy=strategy, verbose=0)
-        result = train_lib.train(config, log=logs.append)
+        result = training.train(config, log=logs.append)
         model = keras.models.load_model(f"{root}/{strategy}/last.keras", compile=False)
         out[strategy] = {"loss": result["history"][0]["loss"], "log": logs[0],
                          "update": [(w - w0).tolist() for w, w0 in zip(model.get_weights(), start)]}

@@ -1,0 +1,150 @@
+"""Training data: where it comes from (`inspect_data`), its shards (`prepare_data`) and the `tf.data` pipeline.
+
+`--data` is the embedded demo (None), a folder of NIfTI cases or TFRecord shards
+(`liverzoo.data.tfrecord`). Demo and NIfTI cases are preprocessed once with the model's
+preset into shards under the run's folder; k-fold splits are by case
+(`liverzoo.data.splits`).
+"""
+import dataclasses
+import os
+
+from liverzoo.data import splits
+from liverzoo.errors import DataError
+from liverzoo.training.recipes import SPARSE_STRIDE, recipe_for
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """Where the training data comes from (checked before anything starts).
+
+    Attributes:
+        kind: "demo", "nifti" or "tfrecord".
+        path: the folder / manifest / glob (None for the demo).
+        case_ids: ids of all cases (train + validation).
+        train_files, val_files: shard paths of ready TFRecords (kind "tfrecord", no folds).
+    """
+
+    kind: str
+    path: str
+    case_ids: tuple
+    train_files: tuple = ()
+    val_files: tuple = ()
+
+
+def inspect_data(data):
+    """Resolves `--data` without TensorFlow: demo, NIfTI folder or TFRecord shards.
+
+    Raises:
+        DataError: the path does not exist, holds no cases, or the shards are incomplete.
+    """
+    from liverzoo.data import tfrecord
+
+    if data is None:
+        from liverzoo.data import demo
+
+        return DataSource("demo", None, tuple(demo.DEMO_SPLIT))
+    data = str(data)
+    is_shards = data.endswith(".json") or "*" in data or "?" in data or data.endswith((".tfrecord", ".gz"))
+    if os.path.isdir(data) and os.path.isfile(os.path.join(data, tfrecord.MANIFEST_NAME)):
+        is_shards = True
+    if not is_shards:
+        if not os.path.isdir(data):
+            raise DataError(f"--data={data}: no such folder, TFRecord manifest or shard pattern")
+        from liverzoo.data import io
+
+        return DataSource("nifti", data, tuple(c.case_id for c in io.find_cases(data)))
+    paths, manifest = tfrecord.shard_files(data, "all")
+    if manifest is None:
+        raise DataError(f"--data={data}: shards without a manifest.json beside them (the manifest gives the "
+                        "train/validation split and the preprocessing)")
+    split_of = {s["file"]: s["split"] for s in manifest["shards"]}
+    train = tuple(p for p in paths if split_of.get(os.path.basename(p)) == "train")
+    val = tuple(p for p in paths if split_of.get(os.path.basename(p)) == "val")
+    if not train:
+        raise DataError(f"--data={data}: no training shards")
+    return DataSource("tfrecord", data, tuple(c["case_id"] for c in manifest["cases"]), train, val)
+
+
+def run_split(config, source):
+    """The run's k-fold split `{case_id: "train" | "val"}`, or None with one fold (the data's own split)."""
+    if config.num_folds <= 1:
+        return None
+    return splits.split_cases(source.case_ids, seed=config.seed, num_folds=config.num_folds, fold=config.fold)
+
+
+def data_inplane_size(config, source):
+    """In-plane size the slices are resized to for this run: None means the preset's plane.
+
+    The demo works at the model's input size (every slice of the 128^3 crop is one whole
+    input). `config.json` records it, so that `tools/predict.py` segments new CT on the
+    plane the model was trained on.
+    """
+    if source.kind != "demo":
+        return None
+    height, width = config.layout.plane(config.input_shape)
+    return height if height == width else None
+
+
+def prepare_data(config, source, work_dir, log=print):
+    """Shards for training and validation: `(train_files, val_files)`.
+
+    Demo and NIfTI cases are preprocessed once with the model's preset into
+    `work_dir/data/...` (reused on restart). TFRecord shards are used as they are, or
+    regrouped by case for k-fold.
+    """
+    from liverzoo.data import tfrecord
+
+    split = run_split(config, source)
+    if source.kind == "tfrecord":
+        if split is None:
+            return list(source.train_files), list(source.val_files)
+        out_dir = os.path.join(work_dir, "data", f"fold{config.fold}of{config.num_folds}")
+        files = splits.regroup_shards(source.path, split, out_dir)
+        return [files["train"]], [files["val"]]
+
+    inplane = data_inplane_size(config, source)
+    tag = f"{config.preset}-{inplane or 'preset'}" + (f"-fold{config.fold}of{config.num_folds}" if split else "")
+    out_dir = os.path.join(work_dir, "data", tag)
+    if not os.path.isfile(os.path.join(out_dir, tfrecord.MANIFEST_NAME)):
+        if source.kind == "demo":
+            from liverzoo.data import demo
+
+            cases, split, shards = demo.demo_cases(), split or dict(demo.DEMO_SPLIT), 2
+        else:
+            from liverzoo.data import io
+
+            cases, shards = io.find_cases(source.path), 8
+        log(f"preprocessing {len(cases)} cases with preset {config.preset!r} into {out_dir}")
+        tfrecord.write_dataset(cases, out_dir, preset=config.preset, split=split, seed=config.seed,
+                               num_shards=shards, inplane_size=inplane)
+    train, _ = tfrecord.shard_files(out_dir, "train")
+    try:
+        val, _ = tfrecord.shard_files(out_dir, "val")
+    except DataError:
+        val = []
+    return train, val
+
+
+def training_dataset(config, sampling, train_files, num_outputs, seed, multi_worker=False):
+    """The `tf.data` pipeline of one stage: global batches, labels repeated per output."""
+    import tensorflow as tf
+
+    from liverzoo.data import augment as augment_lib
+    from liverzoo.data import tfrecord
+
+    _, recipe = recipe_for(config.model)
+    augment = augment_lib.make_augment(**recipe.augment) if (config.augment and recipe.augment) else None
+    layout, shape = config.layout, config.input_shape
+    ds = tfrecord.make_dataset(
+        list(train_files), mode="volume" if layout.is_volume else sampling,
+        stack_size=1 if layout.is_volume else layout.stack(shape), sparse_stride=SPARSE_STRIDE,
+        patch_shape=layout.patch(shape), batch_size=config.batch_size, shuffle=True, repeat=True,
+        foreground_fraction=config.foreground_fraction, augment=augment, seed=seed, split="all")
+    if num_outputs > 1:
+        ds = ds.map(lambda x, y: (x, (y,) * num_outputs))
+    if multi_worker:
+        # Every worker reads the same seeded sequence and keeps its share of the elements.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        ds = ds.with_options(options)
+    return ds

@@ -1,0 +1,70 @@
+"""liverzoo.training.data: data sources, k-fold regrouping, demo and NIfTI preprocessing."""
+import json
+
+import numpy as np
+import pytest
+
+from liverzoo import training
+from liverzoo.data import phantom, splits, tfrecord
+from liverzoo.errors import DataError
+from liverzoo.training import data as training_data
+from tests.training.helpers import PHANTOM_SPLIT, write_phantom_shards
+
+
+def test_nifti_folder_with_one_case_is_rejected(tmp_path):
+    hu, label = phantom.make_phantom((16, 16, 4), seed=0)
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(tmp_path / "volume-0.nii.gz"))
+    nib.save(nib.Nifti1Image(label, np.eye(4)), str(tmp_path / "segmentation-0.nii.gz"))
+    with pytest.raises(DataError, match="at least 2"):
+        training.prepare(training.TrainConfig(model="residual_unet", data=str(tmp_path), model_dir=str(tmp_path / "r")))
+
+
+def test_shards_without_validation_split_need_folds(tmp_path):
+    folder = write_phantom_shards(tmp_path / "all_train", split={"a": "train", "b": "train"}, shape=(16, 16, 4))
+    with pytest.raises(DataError, match="no validation shards"):
+        training.prepare(training.TrainConfig(model="residual_unet", data=folder, model_dir=str(tmp_path / "r")))
+    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", data=folder, num_folds=2,
+                                                                 model_dir=str(tmp_path / "r")))
+    assert source.case_ids == ("a", "b")
+
+
+def test_k_fold_regroups_shards_by_case(shards, tmp_path):
+    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", data=shards, num_folds=3,
+                                                                 fold=1, seed=5, model_dir=str(tmp_path)))
+    train_files, val_files = training_data.prepare_data(config, source, str(tmp_path), log=lambda *a: None)
+    split = splits.split_cases(list(PHANTOM_SPLIT), seed=5, num_folds=3, fold=1)
+    got = {s: sorted(c.case_id for c in tfrecord.read_cases(f, split="all")) for s, f in (("train", train_files),
+                                                                                       ("val", val_files))}
+    assert got == {s: sorted(c for c, v in split.items() if v == s) for s in ("train", "val")}
+
+
+def test_demo_data_is_prepared_at_the_model_input_size(tmp_path):
+    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", input_shape=(32, 32, 1),
+                                                                 model_dir=str(tmp_path)))
+    train_files, val_files = training_data.prepare_data(config, source, str(tmp_path), log=lambda *a: None)
+    val = list(tfrecord.read_cases(val_files, split="all"))
+    assert [c.case_id for c in val] == ["lits117_superior"]  # the fixed demo split
+    assert val[0].image.shape[:2] == (32, 32) and set(np.unique(val[0].label)) == {0, 1, 2}
+    assert sorted(c.case_id for c in tfrecord.read_cases(train_files, split="all")) == [
+        "dcmqi", "lits117_inferior", "totalseg"]
+
+
+def test_nifti_folder_is_preprocessed_into_shards_with_a_held_out_case(tmp_path):
+    import nibabel as nib
+
+    for k in range(3):
+        hu, label = phantom.make_phantom((24, 24, 6), seed=k)
+        affine = np.diag([1.5, 1.5, 2.5, 1.0])
+        nib.save(nib.Nifti1Image(hu, affine), str(tmp_path / f"volume-{k}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), str(tmp_path / f"segmentation-{k}.nii.gz"))
+    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", data=str(tmp_path),
+                                                                 model_dir=str(tmp_path / "run")))
+    assert source.kind == "nifti" and source.case_ids == ("volume-0", "volume-1", "volume-2")
+    train_files, val_files = training_data.prepare_data(config, source, str(tmp_path / "run"), log=lambda *a: None)
+    train_ids = [c.case_id for c in tfrecord.read_cases(train_files, split="all")]
+    val_ids = [c.case_id for c in tfrecord.read_cases(val_files, split="all")]
+    assert len(val_ids) == 1 and sorted(train_ids + val_ids) == list(source.case_ids)
+    manifest = json.loads((tmp_path / "run" / "data" / "residual_unet-preset" / "manifest.json").read_text())
+    assert manifest["preset"]["name"] == "residual_unet"  # the model's preprocessing
