@@ -165,3 +165,56 @@ def summary_metadata(plugin):
     from tensorflow.core.framework import summary_pb2
 
     return summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin))
+
+
+# --- Functional graph calls of one layer (the TFLite Conv3D rewrite) --------------------------
+# Why: the rewrite swaps a Conv3D only when it is called once (a shared layer would need every
+# call rewritten); Keras 3 has no public count of a layer's calls.
+
+
+def inbound_node_count(layer):
+    """How many times `layer` is called in functional graphs (Keras' `_inbound_nodes`)."""
+    check_versions("rewriting Conv3D layers for TFLite")
+    return len(layer._inbound_nodes)
+
+
+# --- FLOP counts (the TensorFlow profiler) -----------------------------------------------------
+# Why: TF 2 has no public FLOP counter; `tensorflow.python.profiler` counts a concrete function's
+# graph. TF registers FLOP statistics for Conv2DBackpropInput but not for its 3D twin, so
+# Conv3DTranspose layers counted 0: registered below with TF's 2D rule (every input element of the
+# transposed conv meets kd*kh*kw*out_channels weights).
+_flop_rules_registered = False
+
+
+def _register_flop_rules():
+    global _flop_rules_registered
+    if _flop_rules_registered:
+        return
+    import math
+
+    from tensorflow.python.framework import graph_util, ops
+
+    @ops.RegisterStatistics("Conv3DBackpropInputV2", "flops")
+    def _conv3d_transpose_flops(graph, node):
+        filter_shape = graph_util.tensor_shape_from_node_def_name(graph, node.input[1])
+        grad_shape = graph_util.tensor_shape_from_node_def_name(graph, node.input[2])
+        filter_shape.assert_is_fully_defined()
+        grad_shape.assert_is_fully_defined()
+        kd, kh, kw, out_channels, _ = filter_shape.as_list()
+        return ops.OpStats("flops", 2 * math.prod(grad_shape.as_list()) * kd * kh * kw * out_channels)
+
+    _flop_rules_registered = True
+
+
+def profile_flops(graph):
+    """Floating-point operations of a TF graph, by the TensorFlow profiler."""
+    check_versions("counting FLOPs")
+    from tensorflow.python.profiler import model_analyzer, option_builder
+    from tensorflow.python.util import deprecation
+
+    _register_flop_rules()
+    options = option_builder.ProfileOptionBuilder(option_builder.ProfileOptionBuilder.float_operation())
+    options = options.with_empty_output().build()
+    # The profiler's shape helpers log a TF1 deprecation notice on first use: not for users.
+    with deprecation.silence():
+        return int(model_analyzer.profile(graph, options=options).total_float_ops)

@@ -60,11 +60,12 @@ def lite_compatible(model):
     """
     import keras
 
+    from liverzoo._keras_internals import inbound_node_count
     from liverzoo.layers.conv3d import FoldedConv3D
     from liverzoo.layers.conv3d_transpose import FoldedConv3DTranspose
 
     def replacement(layer):
-        if len(layer._inbound_nodes) != 1 or layer.data_format != "channels_last":
+        if inbound_node_count(layer) != 1 or layer.data_format != "channels_last":
             return None
         config = layer.get_config()
         if config.get("activation") not in (None, "linear"):

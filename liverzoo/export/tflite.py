@@ -17,6 +17,7 @@ import tempfile
 import warnings
 
 from liverzoo import lite
+from liverzoo._keras_internals import flatten_layers
 from liverzoo.data import io
 from liverzoo.errors import ConfigError
 from liverzoo.export.calibration import calibration_inputs
@@ -79,7 +80,7 @@ def _check_layers(model):
     """Layers known to convert but fail in LiteRT, caught before conversion."""
     import keras
 
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in flatten_layers(model, include_self=False):
         if isinstance(layer, keras.layers.Conv3D) and getattr(layer, "groups", 1) > 1:
             raise ConfigError(
                 f"layer {layer.name!r} of {model.name!r} is a Conv3D with groups={layer.groups}: "
@@ -98,7 +99,7 @@ def _flex_error(model, message):
     for match in _FLEX_LIST.finditer(message):
         ops += [op.strip() for op in match.group(1).split(",") if op.strip()]
     ops = list(dict.fromkeys(ops))
-    layer_names = {layer.name for layer in model._flatten_layers(include_self=False, recursive=True)}
+    layer_names = {layer.name for layer in flatten_layers(model, include_self=False)}
     where = {}
     for path, op in _LOCATION.findall(message):
         if op in ops and op not in where:

@@ -232,7 +232,9 @@ def stacked_depth_taps(model):
         >>> with stacked_depth_taps(model):
         ...     concrete = tf.function(model).get_concrete_function(spec)
     """
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, FoldedConv3D)]
+    from liverzoo._keras_internals import flatten_layers
+
+    layers = [layer for layer in flatten_layers(model) if isinstance(layer, FoldedConv3D)]
     for layer in layers:
         layer._stack_taps = True
     try:

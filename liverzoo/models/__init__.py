@@ -2,7 +2,8 @@
 
 `FAMILIES` below is the registry: an explicit list of the families' spec tuples (adding a
 paper is one folder plus one line here). `SPECS` (name -> `ModelSpec`) and `MODELS` (name ->
-builder) are views built from it.
+builder) are views built from it. A family that lives outside the package (a user's own model,
+a test's toy) joins with one explicit call, `add_family(spec_tuple)`.
 
 Example:
     >>> from liverzoo import models
@@ -17,7 +18,7 @@ from liverzoo.models.lv_net import spec as lv_net
 from liverzoo.models.lw_hcn import spec as lw_hcn
 from liverzoo.models.nnunet import spec as nnunet
 from liverzoo.models.residual_unet import spec as residual_unet
-from liverzoo.models.spec import ExportHints, ModelSpec, Paper, ParamVariant  # noqa: F401
+from liverzoo.models.spec import ExportHints, ModelSpec, Paper, ParamVariant, Recipe  # noqa: F401
 from liverzoo.models.summary import summary  # noqa: F401  (the function shadows the submodule)
 from liverzoo.models.ynet3d import spec as ynet3d
 
@@ -47,3 +48,34 @@ def build(name, **kwargs):
     if "input_shape" not in kwargs:
         kwargs["input_shape"] = SPECS[name].default_input_shape
     return MODELS[name](**kwargs)
+
+
+def add_family(specs):
+    """Adds a model family declared outside the package (its `spec.py`'s `SPECS` tuple).
+
+    Its models then train, segment and export through the same generic paths as the zoo's.
+
+    Args:
+        specs: tuple of `ModelSpec`.
+
+    Returns:
+        The names added.
+
+    Raises:
+        ConfigError: not `ModelSpec`s, or a name that is already taken.
+
+    Example:
+        >>> from my_models import spec  # doctest: +SKIP
+        >>> models.add_family(spec.SPECS)  # doctest: +SKIP
+        ['my_unet']
+    """
+    specs = tuple(specs)
+    for spec in specs:
+        if not isinstance(spec, ModelSpec):
+            raise ConfigError(f"add_family takes ModelSpec objects, got {type(spec).__name__}")
+        if spec.name in SPECS:
+            raise ConfigError(f"model name {spec.name!r} is already taken")
+    for spec in specs:
+        SPECS[spec.name] = spec
+        MODELS[spec.name] = spec.builder
+    return [spec.name for spec in specs]

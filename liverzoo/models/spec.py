@@ -67,6 +67,51 @@ class ParamVariant:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """The training set-up of one paper, declared by its family's spec (`ModelSpec.recipe`).
+
+    Every field can be overridden by a `liverzoo.training.TrainConfig` option. Where a paper
+    does not state a value, the family's spec.py says so and what is used instead.
+
+    Attributes:
+        name: the recipe's name (one per paper; stored as "recipe" in a run's config.json).
+        paper: file in ../shared/papers.
+        optimizer: "adam" or "sgd" (SGD: Nesterov momentum 0.99, as nnU-Net).
+        learning_rate: initial learning rate.
+        schedule: name in `liverzoo.schedules.SCHEDULES`.
+        loss: name in `liverzoo.losses.LOSSES`.
+        class_weights: weights of "weighted_ce" (background, liver, tumor), else None.
+        aux_weights: deep-supervision weights rule: "lv_net" (0.2, 0.4, 0.6, 0.8), "halving"
+            (nnU-Net: 1/2, 1/4, ... from fine to coarse) or None.
+        weight_decay: L2 coefficient lambda of LV-Net Eq. 3 (0 for none).
+        sampling: "dense", "sparse" or "dense_sparse" for 2D models; "volume" for 3D.
+        dsd: Dense-Sparse then Dense training (paper 000).
+        batch_size: the paper's batch size.
+        epochs: the paper's number of epochs (of `PAPER_STEPS_PER_EPOCH` steps).
+        patch: the paper's training input `(H, W)` (2D) or `(D, H, W)` (3D).
+        augment: `liverzoo.data.augment.AugmentConfig` fields.
+        recompute: gradient checkpointing (LW-HCN's paper uses it to reach batch 6).
+    """
+
+    name: str
+    paper: str
+    optimizer: str
+    learning_rate: float
+    schedule: str
+    loss: str
+    class_weights: tuple
+    aux_weights: str
+    weight_decay: float
+    sampling: str
+    dsd: bool
+    batch_size: int
+    epochs: int
+    patch: tuple
+    augment: dict
+    recompute: bool
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """What the trainer, inference, export and benchmarks need to know about a model.
 
@@ -87,6 +132,8 @@ class ModelSpec:
             `paper_input_shape` must meet `paper_params` (None: not compared).
         paper_variants: `ParamVariant`s, the paper's counts for other builder options.
         reference: the `Paper` the model follows.
+        recipe: the paper's training `Recipe` (None: the model cannot be trained by
+            `liverzoo.training`).
         export: `ExportHints`.
     """
 
@@ -102,6 +149,7 @@ class ModelSpec:
     params_tolerance: object = None
     paper_variants: tuple = ()
     reference: Paper
+    recipe: Recipe = None
     export: ExportHints = dataclasses.field(default_factory=ExportHints)
 
     @property

@@ -3,24 +3,9 @@ import math
 
 import keras
 import tensorflow as tf
-from tensorflow.python.framework import graph_util, ops
-from tensorflow.python.profiler import model_analyzer, option_builder
-from tensorflow.python.util import deprecation
 
+from liverzoo._keras_internals import profile_flops
 from liverzoo.errors import ConfigError
-
-
-# TensorFlow registers FLOP statistics for Conv2DBackpropInput but not for its 3D twin, so
-# Conv3DTranspose layers counted 0. Same rule as TF's 2D one: every input element of the
-# transposed conv (the forward pass's output gradient) meets kd*kh*kw*out_channels weights.
-@ops.RegisterStatistics("Conv3DBackpropInputV2", "flops")
-def _conv3d_transpose_flops(graph, node):
-    filter_shape = graph_util.tensor_shape_from_node_def_name(graph, node.input[1])
-    grad_shape = graph_util.tensor_shape_from_node_def_name(graph, node.input[2])
-    filter_shape.assert_is_fully_defined()
-    grad_shape.assert_is_fully_defined()
-    kd, kh, kw, out_channels, _ = filter_shape.as_list()
-    return ops.OpStats("flops", 2 * math.prod(grad_shape.as_list()) * kd * kh * kw * out_channels)
 
 
 def count_flops(model, input_shape=None):
@@ -51,11 +36,7 @@ def count_flops(model, input_shape=None):
         raise ConfigError(f"count_flops: input_shape must be fully defined, got {shape}")
     fn = tf.function(lambda x: model(x, training=False))
     graph = fn.get_concrete_function(tf.TensorSpec((1,) + shape, tf.float32)).graph
-    options = option_builder.ProfileOptionBuilder(option_builder.ProfileOptionBuilder.float_operation())
-    options = options.with_empty_output().build()
-    # The profiler's shape helpers log a TF1 deprecation notice on first use: not for users.
-    with deprecation.silence():
-        return int(model_analyzer.profile(graph, options=options).total_float_ops)
+    return profile_flops(graph)
 
 
 def summary(name_or_model, input_shape=None, **build_kwargs):

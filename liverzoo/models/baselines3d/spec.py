@@ -3,6 +3,7 @@ from liverzoo.layout import get_layout
 from liverzoo.models.baselines3d.unet3d import build_unet3d
 from liverzoo.models.baselines3d.vnet import build_vnet
 from liverzoo.models.lv_net.spec import PAPER
+from liverzoo.models.lv_net.spec import RECIPE  # the lv_net paper trains its baselines alike
 from liverzoo.models.spec import ModelSpec
 
 # Table 3 of the LV-Net paper (trainable counts, liver only); compared here with all weights at
@@ -17,6 +18,7 @@ VNET = ModelSpec(
     tiny_input_shape=(16, 16, 16, 1),
     paper_params=65_173_903,
     params_tolerance=0.001,
+    recipe=RECIPE,
     reference=PAPER,
 )
 
@@ -30,6 +32,7 @@ UNET3D = ModelSpec(
     tiny_input_shape=(8, 16, 16, 1),
     paper_params=16_320_322,
     params_tolerance=0.001,
+    recipe=RECIPE,
     reference=PAPER,
 )
 

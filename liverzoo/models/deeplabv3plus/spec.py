@@ -1,6 +1,7 @@
 """The zoo entry of DeepLabV3+, as the LW-HCN paper uses it (../shared/papers/001_bb2d5e6c0ac559d5.txt)."""
 from liverzoo.layout import get_layout
 from liverzoo.models.deeplabv3plus.deeplabv3plus import build_deeplabv3plus
+from liverzoo.models.lw_hcn.spec import RECIPE  # the lw_hcn paper trains its baselines alike
 from liverzoo.models.spec import ModelSpec, Paper
 
 # The LW-HCN paper uses DeepLabV3+ as baseline and encoder donor but reports no size for it.
@@ -12,6 +13,7 @@ DEEPLABV3PLUS = ModelSpec(
     default_input_shape=(128, 128, 1),
     paper_input_shape=(512, 512, 1),
     tiny_input_shape=(32, 32, 1),
+    recipe=RECIPE,
     reference=Paper(
         file="001_bb2d5e6c0ac559d5.txt",
         title="Chen et al., Encoder-Decoder with Atrous Separable Convolution for Semantic Image "
