@@ -335,6 +335,24 @@ class DepthwiseConv3D(_FoldedConv3DBase):
     _op = staticmethod(keras.ops.depthwise_conv)
     _kernel_arg = "depthwise"
 
+    def _conv2d(self, x, kernel, strides, dilation):
+        if strides[0] == strides[1]:
+            return super()._conv2d(x, kernel, strides, dilation)
+        # TensorFlow's CPU DepthwiseConv2dNative takes equal row and column strides only (unless
+        # oneDNN is on, which TF enables only on some CPUs): pad as the strided conv would,
+        # convolve at stride 1, keep every s-th row and column. Exact.
+        pads = [(0, 0)]
+        for axis in (0, 1):
+            size = x.shape[1 + axis]
+            if self.padding == "same":
+                size = size if size is not None else keras.ops.shape(x)[1 + axis]
+                pads.append(_same_depth_padding(size, kernel.shape[axis], strides[axis], dilation[axis]))
+            else:
+                pads.append((0, 0))
+        x = keras.ops.pad(x, pads + [(0, 0)])
+        y = self._op(x, kernel, strides=1, padding="valid", dilation_rate=dilation)
+        return y[:, :: strides[0], :: strides[1], :]
+
     def __init__(
         self,
         kernel_size,
