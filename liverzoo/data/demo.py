@@ -1,34 +1,42 @@
-"""The embedded demo data: three real abdominal CT volumes with liver (and tumor) labels.
+"""The embedded demo data: four real patients' abdominal CT with liver (and tumor) labels.
 
 The files in `liverzoo/data/demo/` are copies of the project's shared real CT (licenses and
-attribution in `demo/NOTICE`): LiTS case 117 (a 128^3 liver crop with real liver and tumor
-labels), TotalSegmentator's small example CT (3 mm, liver predicted by TotalSegmentator) and
-three dcmqi slices (512x512, -3024 HU padding outside the scan circle).
+attribution in `demo/NOTICE`, checksums in `demo/manifest.json`):
 
-The demo split: only LiTS 117 has tumor, so it is cut along z into two cases. The inferior
-slices 0-58 train, the superior slices 79-127 validate, and the 20 slices between are left
-out, so that no tumor (26-connected component of label 2) appears in both: validation
-measures tumor the model did not train on. The LiTS 117 voxel size is unknown (the header
-says 1 mm); millimetre metrics on it are nominal.
+- "lits117": LiTS case 117, a 128^3 liver crop with real liver and tumor labels;
+- "totalseg": TotalSegmentator's example CT, femoral heads to lower thorax, 3 mm (liver
+  predicted by TotalSegmentator: silver labels); `totalseg_example_ct_sm` is a part of it;
+- "dcmqi": three 512x512 slices (-3024 HU padding outside the scan circle);
+- "slab": another patient's contrast-enhanced 20-slice slab with a full 500 mm field of view
+  (silver labels).
+
+The demo split is by patient, never by file: the model trains on lits117, totalseg and dcmqi
+and is validated on the whole slab, a full field of view of a patient it never saw, so the
+validation figure says whether it finds the liver among spleen, stomach and kidneys. The
+LiTS 117 voxel size is unknown (the header says 1 mm); millimetre metrics on it are nominal.
 """
 import os
 
 import numpy as np
 
 from liverzoo.data import io
+from liverzoo.errors import DataError
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
-#: (image, label) file names of the embedded volumes.
+#: (image, label) file names of the embedded volumes, one entry per patient.
 FILES = {
-    "lits117": ("lits117_crop128_ct.nii.gz", "lits117_crop128_seg.nii.gz"),
-    "totalseg": ("totalseg_example_ct_sm.nii.gz", "totalseg_example_liver_pred.nii.gz"),
+    "totalseg": ("totalseg_example_full_ct.nii.gz", "totalseg_example_full_liver_pred.nii.gz"),
     "dcmqi": ("dcmqi_3slice_ct.nii.gz", "dcmqi_3slice_liver.nii.gz"),
+    "lits117": ("lits117_crop128_ct.nii.gz", "lits117_crop128_seg.nii.gz"),
+    "slab": ("totalseg_dicom_slab_ct.nii.gz", "totalseg_dicom_slab_liver_pred.nii.gz"),
 }
-#: Canonical z ranges [start, stop) of the two LiTS 117 cases; slices 59-78 are not used.
-LITS117_TRAIN_SLICES = (0, 59)
-LITS117_VAL_SLICES = (79, 128)
-#: The fixed demo split by case id.
-DEMO_SPLIT = {"totalseg": "train", "dcmqi": "train", "lits117_inferior": "train", "lits117_superior": "val"}
+#: The patient each embedded file belongs to (a file not listed in FILES is part of a scan that is).
+PATIENT_OF_FILE = {name: patient for patient, files in FILES.items() for name in files}
+PATIENT_OF_FILE.update({"totalseg_example_ct_sm.nii.gz": "totalseg", "totalseg_example_liver_pred.nii.gz": "totalseg"})
+#: Patients whose scan shows the whole abdominal field of view (the liver among other organs).
+FULL_FIELD_OF_VIEW = ("totalseg", "dcmqi", "slab")
+#: The fixed demo split, by patient.
+DEMO_SPLIT = {"totalseg": "train", "dcmqi": "train", "lits117": "train", "slab": "val"}
 
 
 def demo_path(name):
@@ -37,41 +45,21 @@ def demo_path(name):
 
 
 def load_demo_volume(name):
-    """One whole embedded volume ("lits117", "totalseg" or "dcmqi") as a labelled `CTVolume`."""
+    """One patient's whole embedded volume (a key of `FILES`) as a labelled `CTVolume`."""
     image, label = FILES[name]
     volume = io.load_case(demo_path(image), demo_path(label))
     volume.case_id = name
     return volume
 
 
-def slab(volume, start, stop, case_id):
-    """The canonical slices [start, stop) of a volume as a new `CTVolume` (affine shifted).
-
-    The slab's "source" is its own canonical grid, so `save_mask` on it writes a RAS file.
-    """
-    affine = volume.affine.copy()
-    affine[:3, 3] = volume.affine[:3, :3] @ np.array([0, 0, start]) + volume.affine[:3, 3]
-    array = np.ascontiguousarray(volume.array[:, :, start:stop])
-    label = None if volume.label is None else np.ascontiguousarray(volume.label[:, :, start:stop])
-    return io.CTVolume(array, volume.spacing.copy(), affine, label=label, source_affine=affine,
-                       source_shape=array.shape, source_ornt=np.array([[0, 1], [1, 1], [2, 1]], float),
-                       path=volume.path, label_path=volume.label_path, case_id=case_id)
-
-
 def demo_cases():
-    """The four demo cases as labelled `CTVolume`s (with `case_id`), in `DEMO_SPLIT` order.
-
-    Returns:
-        `[totalseg, dcmqi, lits117_inferior, lits117_superior]`; see `DEMO_SPLIT`.
+    """The demo patients as labelled `CTVolume`s (with `case_id`), in `DEMO_SPLIT` order.
 
     Example:
         >>> [c.case_id for c in demo_cases()]
-        ['totalseg', 'dcmqi', 'lits117_inferior', 'lits117_superior']
+        ['totalseg', 'dcmqi', 'lits117', 'slab']
     """
-    lits = load_demo_volume("lits117")
-    return [load_demo_volume("totalseg"), load_demo_volume("dcmqi"),
-            slab(lits, *LITS117_TRAIN_SLICES, "lits117_inferior"),
-            slab(lits, *LITS117_VAL_SLICES, "lits117_superior")]
+    return [load_demo_volume(name) for name in DEMO_SPLIT]
 
 
 def demo_split():
@@ -79,6 +67,25 @@ def demo_split():
     return {s: [c for c, v in DEMO_SPLIT.items() if v == s] for s in ("train", "val")}
 
 
+def check_patient_split(split, what="the split"):
+    """Raises DataError when a patient would be in more than one part of `split`, or when no
+    validation case shows a full field of view.
+
+    Args:
+        split: `{case id or embedded file name: "train" | "val"}`.
+        what: how to name the split in the message.
+    """
+    parts = {}
+    for case, part in split.items():
+        patient = PATIENT_OF_FILE.get(case, case)
+        parts.setdefault(patient, set()).add(part)
+    mixed = sorted(p for p, s in parts.items() if len(s) > 1)
+    if mixed:
+        raise DataError(f"{what}: patient {', '.join(mixed)} would be in both train and validation")
+    val = [p for p, s in parts.items() if "val" in s]
+    if val and not any(p in FULL_FIELD_OF_VIEW for p in val):
+        raise DataError(f"{what}: no validation patient with a full field of view ({', '.join(sorted(val))} "
+                        f"only); validate on one of {', '.join(FULL_FIELD_OF_VIEW)}")
 def write_demo_tfrecords(output_dir="tfrecords/demo", preset="residual_unet", **kwargs):
     """Writes the demo cases as TFRecords with the fixed demo split.
 
@@ -94,7 +101,7 @@ def write_demo_tfrecords(output_dir="tfrecords/demo", preset="residual_unet", **
     Example:
         >>> manifest = write_demo_tfrecords("tfrecords/demo", preset="residual_unet")  # doctest: +SKIP
         >>> manifest["splits"]["val"]  # doctest: +SKIP
-        ['lits117_superior']
+        ['slab']
     """
     from liverzoo.data import tfrecord
 

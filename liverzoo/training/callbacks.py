@@ -1,7 +1,8 @@
 """Callbacks of a training run: whole-volume validation, TensorBoard, the stage of each epoch.
 
 `ValidationCallback` segments every validation case after an epoch (through
-`liverzoo.inference`), scores liver and tumor Dice per case, and keeps `best.keras`,
+`liverzoo.inference.segment`, on the case's own grid, as `tools/predict.py` does, when the raw
+CT is at hand), scores liver and tumor Dice per case, and keeps `best.keras`,
 `last.keras`, `best.json` and `validation.jsonl`; `TensorBoardLogger` writes the epoch
 logs and an overlay image; `StageLogger` records each epoch's sampling mode.
 """
@@ -68,10 +69,17 @@ class ValidationCallback(keras.callbacks.Callback):
         log: printing function.
         bn_batches: iterator of training batches for `recompute_batchnorm_statistics`
             (None: keep the running averages).
+        val_cases: loaders of the raw validation CTs (`liverzoo.training.data.validation_cases`):
+            when given, each is segmented on its own grid by `liverzoo.inference.segment` with
+            post-processing, as `tools/predict.py` does, and scored there; else the preprocessed
+            validation shards are scored at the working resolution.
+        inplane_size: the run's working in-plane size (None: the preset's), for `segment`.
     """
 
-    def __init__(self, inner, config, val_files, work_dir, chief, log=print, bn_batches=None):
+    def __init__(self, inner, config, val_files, work_dir, chief, log=print, bn_batches=None, val_cases=None,
+                 inplane_size=None):
         super().__init__()
+        self.val_cases, self.inplane_size = val_cases, inplane_size
         self.inner, self.config, self.val_files, self.chief, self.log = inner, config, list(val_files), chief, log
         self.bn_batches = bn_batches
         self.work_dir = work_dir
@@ -98,7 +106,19 @@ class ValidationCallback(keras.callbacks.Callback):
         layout, shape = self.config.layout, tuple(self.config.input_shape)
         step = max(layout.stack(shape) // 2, 1) if layout.is_volume else 10
         tile = layout.plane(shape)
-        for case in tfrecord.read_cases(self.val_files, split="all"):
+        num_classes = self.inner.outputs[0].shape[-1]
+        for load in self.val_cases or ():
+            ct = load()
+            mask = inference.segment(self._predict, ct, kind=layout.name, preset=self.config.preset,
+                                     input_shape=shape, inplane_size=self.inplane_size, step=step,
+                                     num_classes=num_classes)
+            liver, tumor = case_dice(np.eye(num_classes, dtype=np.float32)[mask], ct.label)
+            cases[ct.case_id] = {"liver_dice": float(liver), "tumor_dice": float(tumor)}
+            if overlay is None:
+                z = int(np.argmax((ct.label == 2).sum((0, 1)) * 10 + (ct.label == 1).sum((0, 1))))
+                overlay = np.concatenate([_overlay(ct.array[:, :, z], ct.label[:, :, z]),
+                                          _overlay(ct.array[:, :, z], mask[:, :, z])], axis=1)
+        for case in () if self.val_cases else tfrecord.read_cases(self.val_files, split="all"):
             # A case smaller in-plane than the model's input is padded with its air value.
             size = case.image.shape[:2]
             pad = [(0, max(t - n, 0)) for t, n in zip(tile, size)] + [(0, 0)]

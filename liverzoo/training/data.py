@@ -6,6 +6,7 @@ preset into shards under the run's folder; k-fold splits are by case
 (`liverzoo.data.splits`).
 """
 import dataclasses
+import json
 import os
 
 from liverzoo.data import splits
@@ -102,14 +103,15 @@ def prepare_data(config, source, work_dir, log=print):
         files = splits.regroup_shards(source.path, split, out_dir)
         return [files["train"]], [files["val"]]
 
+    out_dir = _prepared_dir(config, source, work_dir, split)
     inplane = data_inplane_size(config, source)
-    tag = f"{config.preset}-{inplane or 'preset'}" + (f"-fold{config.fold}of{config.num_folds}" if split else "")
-    out_dir = os.path.join(work_dir, "data", tag)
     if not os.path.isfile(os.path.join(out_dir, tfrecord.MANIFEST_NAME)):
         if source.kind == "demo":
             from liverzoo.data import demo
 
-            cases, split, shards = demo.demo_cases(), split or dict(demo.DEMO_SPLIT), 2
+            split = split or dict(demo.DEMO_SPLIT)
+            demo.check_patient_split(split, "the demo split")
+            cases, shards = demo.demo_cases(), 2
         else:
             from liverzoo.data import io
 
@@ -123,6 +125,42 @@ def prepare_data(config, source, work_dir, log=print):
     except DataError:
         val = []
     return train, val
+
+
+def _prepared_dir(config, source, work_dir, split):
+    """Where demo / NIfTI cases are preprocessed into shards for this run."""
+    inplane = data_inplane_size(config, source)
+    tag = f"{config.preset}-{inplane or 'preset'}" + (f"-fold{config.fold}of{config.num_folds}" if split else "")
+    return os.path.join(work_dir, "data", tag)
+
+
+def validation_cases(config, source, work_dir):
+    """The validation cases as raw CT on their own grids, for whole-volume validation through
+    `liverzoo.inference.segment` (the path `tools/predict.py` takes): a list of zero-argument
+    loaders returning labelled `CTVolume`s, read one at a time. None for TFRecord data, whose
+    validation shards hold only the preprocessed volumes.
+
+    Call after `prepare_data` (the NIfTI split is the one its manifest records).
+    """
+    if source.kind == "tfrecord":
+        return None
+    from liverzoo.data import io, tfrecord
+
+    split = run_split(config, source)
+    manifest = os.path.join(_prepared_dir(config, source, work_dir, split), tfrecord.MANIFEST_NAME)
+    with open(manifest) as f:
+        val_ids = set(json.load(f)["splits"].get("val", []))
+    if source.kind == "demo":
+        from liverzoo.data import demo
+
+        return [lambda name=name: demo.load_demo_volume(name) for name in demo.DEMO_SPLIT if name in val_ids]
+
+    def load(case):
+        volume = io.load_case(case.image, case.label)
+        volume.case_id = case.case_id
+        return volume
+
+    return [lambda case=case: load(case) for case in io.find_cases(source.path) if case.case_id in val_ids]
 
 
 def training_dataset(config, sampling, train_files, num_outputs, seed, multi_worker=False):

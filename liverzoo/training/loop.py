@@ -16,7 +16,8 @@ from liverzoo.errors import ConfigError, DataError
 from liverzoo.training import callbacks as callbacks_lib
 from liverzoo.training import distribute
 from liverzoo.training.config import resolve, stage_plan
-from liverzoo.training.data import data_inplane_size, inspect_data, prepare_data, run_split, training_dataset
+from liverzoo.training.data import (data_inplane_size, inspect_data, prepare_data, run_split, training_dataset,
+                                    validation_cases)
 from liverzoo.training.model import build_model, compile_model
 from liverzoo.training.precise_bn import batchnorm_layers
 
@@ -142,7 +143,9 @@ def train(config, log=None):
         # Inference-like samples: dense stacks (2D) or sub-volumes (3D), with augmentation.
         sampling = "volume" if config.layout.is_volume else "dense"
         bn_batches = iter(training_dataset(config, sampling, train_files, 1, seed=config.seed + 1000))
-    validation = callbacks_lib.ValidationCallback(inner, config, val_files, work_dir, chief, log, bn_batches)
+    validation = callbacks_lib.ValidationCallback(
+        inner, config, val_files, work_dir, chief, log, bn_batches,
+        val_cases=validation_cases(config, source, work_dir), inplane_size=data_inplane_size(config, source))
     callbacks = [validation]
     if chief:
         callbacks += [callbacks_lib.TensorBoardLogger(os.path.join(config.model_dir, "logs"), validation),

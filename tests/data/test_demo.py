@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from liverzoo.data import demo
 
@@ -32,26 +31,36 @@ def test_notice_carries_every_license_and_attribution():
     assert os.path.exists(demo.demo_path("LICENSE-Apache-2.0-TotalSegmentator.txt"))
 
 
-def test_demo_split_validates_on_unseen_tumors():
+def test_demo_split_is_by_patient_and_validates_on_a_full_field_of_view():
     cases = {c.case_id: c for c in demo.demo_cases()}
-    assert list(cases) == list(demo.DEMO_SPLIT)
-    assert demo.demo_split() == {"train": ["totalseg", "dcmqi", "lits117_inferior"], "val": ["lits117_superior"]}
-    lits = demo.load_demo_volume("lits117")
-    np.testing.assert_array_equal(cases["lits117_inferior"].array, lits.array[:, :, 0:59])
-    np.testing.assert_array_equal(cases["lits117_superior"].label, lits.label[:, :, 79:128])
-    # The superior case's affine places its first slice where slice 79 of the whole volume is.
-    np.testing.assert_allclose(cases["lits117_superior"].affine[:3, 3], (lits.affine @ [0, 0, 79, 1])[:3])
-    assert (cases["lits117_superior"].label == 2).sum() > 1000 and (cases["lits117_inferior"].label == 2).sum() > 1000
-    # No tumor (26-connected component) reaches into both the training and validation slices.
-    components, count = ndimage.label(lits.label == 2, structure=np.ones((3, 3, 3)))
-    train = set(np.unique(components[:, :, slice(*demo.LITS117_TRAIN_SLICES)])) - {0}
-    val = set(np.unique(components[:, :, slice(*demo.LITS117_VAL_SLICES)])) - {0}
-    assert count > 10 and train and val and not train & val
+    assert list(cases) == list(demo.DEMO_SPLIT) == list(demo.FILES)
+    assert demo.demo_split() == {"train": ["totalseg", "dcmqi", "lits117"], "val": ["slab"]}
+    demo.check_patient_split(demo.DEMO_SPLIT)
+    # Every embedded CT belongs to exactly one patient, and no patient is in both parts.
+    manifest = json.load(open(demo.demo_path("manifest.json")))
+    assert set(demo.PATIENT_OF_FILE) == set(manifest)
+    for part in ("train", "val"):
+        others = {demo.PATIENT_OF_FILE[f] for f in manifest} - set(demo.demo_split()[part])
+        assert not others & set(demo.demo_split()[part])
+    # The validation patient shows the whole abdomen: liver plus plenty of other tissue in view.
+    slab = cases["slab"]
+    assert slab.array.shape == (512, 512, 20) and 0.02 < (slab.label == 1).mean() < 0.2
+
+
+@pytest.mark.parametrize("split,message", [
+    ({"totalseg": "train", "totalseg_example_ct_sm.nii.gz": "val"}, "patient totalseg would be in both"),
+    ({"slab": "train", "lits117": "val"}, "no validation patient with a full field of view"),
+])
+def test_patient_split_refusals(split, message):
+    from liverzoo.errors import DataError
+
+    with pytest.raises(DataError, match=message):
+        demo.check_patient_split(split)
 
 
 def test_write_demo_tfrecords(tmp_path):
     pytest.importorskip("tensorflow")
     manifest = demo.write_demo_tfrecords(str(tmp_path), preset="residual_unet", inplane_size=32)
-    assert manifest["splits"] == {"train": ["dcmqi", "lits117_inferior", "totalseg"], "val": ["lits117_superior"]}
+    assert manifest["splits"] == {"train": ["dcmqi", "lits117", "totalseg"], "val": ["slab"]}
     val = [c for c in manifest["cases"] if c["split"] == "val"]
-    assert val[0]["label_voxels"]["2"] > 0 and val[0]["num_slices"] == 49
+    assert val[0]["label_voxels"]["1"] > 0 and val[0]["num_slices"] == 20
