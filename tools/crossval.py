@@ -1,0 +1,43 @@
+"""Leave-one-patient-out cross-validation on the embedded real patients.
+
+python tools/crossval.py --model=residual_unet trains one model per held-out whole-abdomen
+patient with the demo recipe (runs/crossval_MODEL/PATIENT/) and prints the table of their
+liver (and tumor) Dice through the predict path (liverzoo/training/crossval.py).
+"""
+import json
+
+import _path  # noqa: F401
+from absl import flags
+
+from liverzoo import cli
+
+cli.quiet_tensorflow()
+
+from liverzoo import models, training  # noqa: E402
+from liverzoo.errors import ConfigError  # noqa: E402
+from liverzoo.training import crossval  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("model", None, sorted(models.MODELS), "Zoo model.")
+flags.DEFINE_string("model_dir", None, "Parent folder of the per-patient runs (default runs/crossval_MODEL).")
+flags.DEFINE_integer("epochs", None, "Epochs per fold (default: the demo's).", lower_bound=1)
+flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: the demo's).", lower_bound=1)
+flags.DEFINE_string("model_kwargs", None, "Builder options as JSON (e.g. a narrower model).")
+flags.DEFINE_integer("seed", 0, "Seed of weights, sampling and the fold order.")
+flags.mark_flags_as_required(["model"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        kwargs = json.loads(FLAGS.model_kwargs) if FLAGS.model_kwargs else {}
+    except ValueError:
+        raise ConfigError(f"--model_kwargs={FLAGS.model_kwargs}: not valid JSON") from None
+    crossval.leave_one_patient_out(training.TrainConfig(
+        model=FLAGS.model, model_dir=FLAGS.model_dir, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
+        model_kwargs=kwargs, seed=FLAGS.seed, verbose=2))
+
+
+if __name__ == "__main__":
+    cli.run(main)
