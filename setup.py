@@ -17,6 +17,8 @@ setup(
         "numpy>=1.26",
         "scipy>=1.11",
         "nibabel>=5.2",
+        # Random access into .nii.gz for nibabel's array proxies (liverzoo.streaming reads slabs).
+        "indexed_gzip>=1.8",
         "pydicom>=3.0",
         # DICOM is a core input: SEG output, and the JPEG 2000 / JPEG-LS / JPEG decoders that
         # compressed clinical series need (pydicom finds the pylibjpeg plugins by itself).

@@ -34,8 +34,6 @@ Example:
     >>> probs = inference.predict_volume(fn, image, kind="2d", input_shape=(None, None, 3))  # doctest: +SKIP
     >>> mask = inference.segment(model, ct, model_name="residual_unet")  # doctest: +SKIP
 """
-import itertools
-
 import numpy as np
 
 from liverzoo.errors import ConfigError, DataError
@@ -169,82 +167,22 @@ def predict_volume(
         >>> predict_volume(fn, np.zeros((8, 8, 5), np.float32), kind="2d", input_shape=(8, 8, 3)).shape
         (8, 8, 5, 3)
     """
+    from liverzoo.streaming import iter_probabilities
+
     image_xyz = np.asarray(image_xyz, dtype=np.float32)
     if image_xyz.ndim != 3:
         raise DataError(f"expected an (X, Y, Z) volume, got shape {image_xyz.shape}")
-    size_x, size_y, size_z = image_xyz.shape
-    layout = get_layout(kind)
-    input_shape = _check_input_shape(layout, input_shape, size_z)
-    if weighting not in WEIGHTINGS:
-        raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
-    tile_h, tile_w = layout.plane(input_shape)
-    if layout.is_volume:
-        depth = layout.stack(input_shape) or min(window, size_z)
-    else:
-        t, depth = layout.stack(input_shape), 1
-        if stack_size is not None and stack_size != t:
-            raise ConfigError(f"stack_size {stack_size} differs from the model's {t} input slices")
-    tile_h, tile_w = tile_h or size_x, tile_w or size_y
-    if tile_h > size_x or tile_w > size_y:
-        raise DataError(
-            f"the volume's plane {size_x}x{size_y} is smaller than the model's input {tile_h}x{tile_w}; "
-            "resize it to the model's working size first (segment() does)"
-        )
-    batch_size = batch_size or layout.default_batch
-
     # Slice-major copy: a stack or sub-volume is then one contiguous gather.
     volume = np.ascontiguousarray(np.moveaxis(image_xyz, 2, 0))
-    xs, wx, total_x = _axis_plan(size_x, tile_h, max(tile_h // 2, 1), weighting)
-    ys, wy, total_y = _axis_plan(size_y, tile_w, max(tile_w // 2, 1), weighting)
-    if layout.is_volume:
-        zs, wz, total_z = _axis_plan(size_z, depth, max(step, 1), weighting)
-    else:
-        from liverzoo.data.sampling import stack_indices
-
-        zs, wz, total_z = list(range(size_z)), np.ones(1, np.float32), np.ones(size_z, np.float32)
-    tile_weight = wx[:, None, None] * wy[None, :, None]
-    acc = np.zeros((size_z, size_x, size_y, num_classes), np.float32)
-
-    def make_input(z, x, y):
-        if not layout.is_volume:
-            idx = np.asarray(stack_indices(z, size_z, t, stride))
-            return np.moveaxis(volume[idx, x : x + tile_h, y : y + tile_w], 0, -1)
-        # Past the last slice (depth > Z), repeat the edge slice.
-        idx = np.minimum(np.arange(z, z + depth), size_z - 1)
-        return volume[idx, x : x + tile_h, y : y + tile_w, None]
-
-    flips = _flips(tta_flip, layout.flip_axes)
-    jobs = list(itertools.product(zs, xs, ys))
-    # The output has the input's axes with C classes in place of the channel axis.
-    expected = layout.input_shape((tile_h, tile_w), depth)[:-1] + (num_classes,)
-    for first in range(0, len(jobs), batch_size):
-        chunk = jobs[first : first + batch_size]
-        batch = np.stack([make_input(*job) for job in chunk])
-        out = 0.0
-        for axes in flips:
-            probs = np.asarray(predict_fn(np.flip(batch, axes) if axes else batch), dtype=np.float32)
-            if probs.shape != (len(chunk),) + expected:
-                raise DataError(
-                    f"the model returned shape {probs.shape} for input {batch.shape}; expected "
-                    f"{(len(chunk),) + expected} ({num_classes} classes)"
-                )
-            out = out + (np.flip(probs, axes) if axes else probs)
-        out = out / np.float32(len(flips))
-        for (z, x, y), scores in zip(chunk, out):
-            if not layout.is_volume:
-                acc[z, x : x + tile_h, y : y + tile_w] += scores * tile_weight
-            else:
-                n = min(depth, size_z - z)
-                acc[z : z + n, x : x + tile_h, y : y + tile_w] += (
-                    scores[:n] * wz[:n, None, None, None] * tile_weight
-                )
-        if progress is not None:
-            z_last = chunk[-1][0]
-            progress(min(z_last + depth, size_z), size_z)
-
-    plane_total = (total_x[:, None] * total_y[None, :])[..., None]
-    for z in range(size_z):
-        acc[z] /= plane_total * total_z[z]
+    acc = None
+    for z0, block in iter_probabilities(
+        predict_fn, volume.__getitem__, image_xyz.shape, layout=kind, input_shape=input_shape,
+        stack_size=stack_size, stride=stride, window=window, step=step, weighting=weighting,
+        batch_size=batch_size, tta_flip=tta_flip, num_classes=num_classes, progress=progress,
+    ):
+        if acc is None:
+            acc = np.empty((image_xyz.shape[2],) + block.shape[1:], np.float32)
+        acc[z0 : z0 + len(block)] = block
     return np.moveaxis(acc, 0, 2)
 
 
@@ -382,6 +320,7 @@ def segment(
     inplane_size=None,
     postprocess=True,
     return_probabilities=False,
+    streaming=True,
     **predict_kwargs,
 ):
     """Liver/tumor label map of a raw-HU CT volume, on the CT's own grid.
@@ -389,7 +328,8 @@ def segment(
     Args:
         model: a Keras model, or a `predict_fn` (e.g. a `liverzoo.lite.LiteModel`, whose
             `input_shape` attribute is used when `input_shape` is not given).
-        ct: a `liverzoo.data.io.CTVolume` (canonical `(X, Y, Z)` HU, with spacing).
+        ct: a `liverzoo.data.io.CTVolume` (canonical `(X, Y, Z)` HU, with spacing), or a
+            `liverzoo.streaming.NiftiSlabs` (a NIfTI file read slab by slab).
         model_name: zoo name; its `liverzoo.models.SPECS` entry gives kind and preset.
         spec: a `ModelSpec` instead of `model_name`.
         kind: "2d" or "3d" (overrides the spec; needed for a bare predict_fn).
@@ -399,7 +339,11 @@ def segment(
             residual_unet; 0 keeps the CT's plane).
         postprocess: apply `liverzoo.postprocess.postprocess` (largest liver component,
             holes filled, tumor inside the liver).
-        return_probabilities: also return `(X, Y, Z, C)` float32 probabilities.
+        return_probabilities: also return `(X, Y, Z, C)` float32 probabilities (whole-volume
+            path).
+        streaming: predict slab by slab (`liverzoo.streaming.segment_slabs`: no whole-volume
+            float array; same masks). False runs the whole-volume reference path, which
+            `return_probabilities` and presets that resample along z (ynet3d) also take.
         **predict_kwargs: passed to `predict_volume` (stride, window, step, weighting,
             batch_size, tta_flip, num_classes, progress).
 
@@ -422,7 +366,19 @@ def segment(
         if model_name not in SPECS:
             raise ConfigError(f"unknown model {model_name!r}; valid names: {', '.join(sorted(SPECS))}")
         spec = SPECS[model_name]
+    from liverzoo import streaming as slabs
+    from liverzoo.data.preprocess import get_preset
+
     predict_fn, layout, preset, input_shape = _resolve_model(model, spec, kind, preset, input_shape)
+    resamples_z = get_preset(preset).num_slices is not None or get_preset(preset).target_spacing is not None
+    if (streaming or isinstance(ct, slabs.NiftiSlabs)) and not return_probabilities and not resamples_z:
+        source = ct if isinstance(ct, slabs.NiftiSlabs) else slabs.MemorySlabs(ct)
+        return slabs.segment_slabs(predict_fn, source, layout=layout, preset=preset, input_shape=input_shape,
+                                   inplane_size=inplane_size, postprocess=postprocess, **predict_kwargs)
+    if isinstance(ct, slabs.NiftiSlabs):
+        from liverzoo.data import io
+
+        ct = io.load_nifti(ct.path)
     image, _, _ = prepare_volume(ct.array, ct.spacing, preset, inplane_size=inplane_size)
     # Handed over slice-major, so predict_volume needs no copy of its own.
     image = np.ascontiguousarray(np.moveaxis(image, 2, 0))

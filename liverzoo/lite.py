@@ -323,7 +323,7 @@ def segment_nifti(tflite_path, nifti_in, nifti_out, *, kind=None, preset=None, n
 
     segmenter = runtime.load_segmenter(tflite_path, kind=kind, preset=preset, num_threads=num_threads)
     segmenter.require_preprocessing("pass kind= and preset=")
-    ct = io.load_volume(nifti_in)
+    ct = runtime.open_volume(nifti_in)  # a NIfTI file is read slab by slab (liverzoo.streaming)
     mask = segmenter.segment(ct, postprocess=postprocess, **predict_kwargs)
     io.save_mask(mask, ct, nifti_out)
     return mask

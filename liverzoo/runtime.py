@@ -334,6 +334,19 @@ class Progress:
         print(("\r" + line + "\033[K") if self.tty else line, file=sys.stderr, flush=True)
 
 
+def open_volume(path, lazy=True):
+    """A NIfTI file as `liverzoo.streaming.NiftiSlabs` (read slab by slab) when `lazy`, else loaded.
+
+    DICOM series folders are always loaded (`liverzoo.data.io.load_volume`).
+    """
+    from liverzoo import streaming
+    from liverzoo.data import io
+
+    if lazy and os.path.isfile(path) and io.nifti_case(path) is not None:
+        return streaming.NiftiSlabs(path)
+    return io.load_volume(path)
+
+
 def segment_files(model_path, input_path, output, *, model=None, save_probabilities=False, skip_bad=False,
                   inplane_size=None, num_threads=2, output_format=None, log=print, **segment_kwargs):
     """Segments NIfTI files (or a DICOM series) with a model file and writes uint8 masks.
@@ -383,7 +396,7 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
     for index, (case, path) in enumerate(cases):
         progress.start(index, case)
         try:
-            ct = io.load_volume(path)
+            ct = open_volume(path, lazy=output_format == "nifti" and not save_probabilities)
             if output_format == "dicom_seg":
                 dicom_seg.check_reference(ct)  # before the work: a SEG must be able to reference the series
             result = segmenter.segment(ct, return_probabilities=save_probabilities, progress=progress.slices,

@@ -1,8 +1,9 @@
-"""Benchmarks: python tools/benchmark.py data|models|inference|export|all|lesions [--quick].
+"""Benchmarks: python tools/benchmark.py data|models|inference|export|all|lesions|scale [--quick].
 
 `all` runs every section in one process and writes docs/benchmarks.md with its PNG charts
 (parameters against the papers; Keras vs LiteRT latency), each stamped with the machine.
-`lesions` (lesion-wise evaluation of a 512x512x300 case) runs on its own, not in `all`.
+`lesions` (lesion-wise evaluation of a 512x512x300 case) and `scale` (whole-volume seconds and peak RSS
+at 150, 300 and 900 slices: Keras, LiteRT fp32, LiteRT int8) run on their own, not in `all`.
 """
 import importlib
 import os

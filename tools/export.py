@@ -33,6 +33,10 @@ flags.DEFINE_string("preset", None, "Preprocessing preset stored in the file (de
 flags.DEFINE_string("output", None, "Output .tflite file or SavedModel folder.")
 flags.DEFINE_bool("verify", True, "Run the TFLite file in LiteRT on real CT and write x.verify.json.")
 flags.DEFINE_integer("num_verify", 8, "Real CT inputs used by the verification.", lower_bound=1)
+flags.DEFINE_float("min_agreement", export.MIN_AGREEMENT, "Refuse a quantized (fp16/dynamic/int8) file whose "
+                   "argmax agreement with Keras on the verification CT is below this: exit 1, no file.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_bool("force", False, "Keep a quantized file that verifies below --min_agreement (with a warning).")
 flags.mark_flags_as_required(["output"])
 
 
@@ -46,7 +50,8 @@ def main(argv):
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     export.export_model(FLAGS.output, model_path=FLAGS.model_path, model=FLAGS.model, input_shape=FLAGS.input_shape,
                         format=FLAGS.format, quantize=FLAGS.quantize, representative_data=FLAGS.representative_data,
-                        preset=FLAGS.preset, verify=FLAGS.verify, num_verify=FLAGS.num_verify)
+                        preset=FLAGS.preset, verify=FLAGS.verify, num_verify=FLAGS.num_verify,
+                        min_agreement=FLAGS.min_agreement, force=FLAGS.force)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import time
 
 SECTIONS = ("data", "models", "inference", "export")
 # Sections run only by name, not by `all` (docs/benchmarks.md holds the `all` report).
-EXTRA_SECTIONS = ("lesions",)
+EXTRA_SECTIONS = ("lesions", "scale")
 
 
 def machine_line():

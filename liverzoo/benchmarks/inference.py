@@ -62,7 +62,16 @@ def _worker(args):
 def measure(model, input_shape, options, nifti, output, timeout=3600):
     """Figures of one row, measured in a subprocess; raises RuntimeError if it fails."""
     args = dict(model=model, input_shape=list(input_shape), options=options, input=str(nifti), output=str(output))
-    code = "import json, sys; from liverzoo.benchmarks.inference import _worker; _worker(json.loads(sys.argv[1]))"
+    return run_worker("liverzoo.benchmarks.inference", args, f"{model} {tuple(input_shape)}", timeout)
+
+
+def run_worker(module, args, what, timeout=3600):
+    """Runs `module._worker(args)` in a fresh Python process; returns its `RESULT` JSON line.
+
+    Raises:
+        RuntimeError: the worker failed (its last stderr line is in the message).
+    """
+    code = f"import json, sys; from {module} import _worker; _worker(json.loads(sys.argv[1]))"
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, cwd=REPO,
                             env=env, timeout=timeout)
@@ -70,7 +79,7 @@ def measure(model, input_shape, options, nifti, output, timeout=3600):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-    raise RuntimeError(f"{model} {tuple(input_shape)}: worker failed (exit {result.returncode}): {tail}")
+    raise RuntimeError(f"{what}: worker failed (exit {result.returncode}): {tail}")
 
 
 def write_phantom(path, shape, spacing=(0.8, 0.8, 2.5)):

@@ -61,6 +61,11 @@ class CTVolume:
     case_id: str = None
     dicom_slices: tuple = dataclasses.field(default=None, repr=False)
 
+    @property
+    def shape(self):
+        """`(X, Y, Z)` of the canonical array."""
+        return self.array.shape
+
     def to_source(self, array_xyz):
         """Reorients a canonical `(X, Y, Z)` array back to the stored file's axis order."""
         back = orientations.ornt_transform(_CANONICAL, self.source_ornt)
@@ -82,29 +87,34 @@ class CaseSource:
         return volume
 
 
-def _canonical(data, affine, path):
-    """Reorients `data` to RAS+; returns (array, canonical affine, orientation)."""
+def canonical_orientation(affine, shape, path):
+    """(orientation taking the stored axes to RAS+, canonical affine) of a stored array."""
     try:
         ornt = orientations.io_orientation(affine)
     except Exception as e:  # nibabel raises several types for singular affines
         raise DataError(f"{path}: the affine is not a valid voxel-to-world transform ({e})") from None
     if np.isnan(ornt).any():
         raise DataError(f"{path}: the affine is degenerate (an axis has zero length)")
-    array = orientations.apply_orientation(data, ornt)
-    return array, affine @ orientations.inv_ornt_aff(ornt, data.shape), ornt
+    return ornt, affine @ orientations.inv_ornt_aff(ornt, shape)
+
+
+def _canonical(data, affine, path):
+    """Reorients `data` to RAS+; returns (array, canonical affine, orientation)."""
+    ornt, canonical_affine = canonical_orientation(affine, data.shape, path)
+    return orientations.apply_orientation(data, ornt), canonical_affine, ornt
 
 
 def _spacing(affine):
     return np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
 
 
-def _read_nifti(path):
-    """Returns (data as stored, affine) of a NIfTI file; DataError names the file."""
+def open_nifti(path, **load_kwargs):
+    """(nibabel image, 3D shape) of a NIfTI volume, its voxels not read; DataError names the file."""
     path = str(path)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
     try:
-        image = nib.load(path)
+        image = nib.load(path, **load_kwargs)
     except Exception as e:  # nibabel raises ImageFileError, gzip/zlib errors, struct errors...
         raise DataError(f"{path}: not a readable NIfTI file: not NIfTI, or truncated/corrupt "
                         f"({type(e).__name__}: {e})") from None
@@ -116,6 +126,12 @@ def _read_nifti(path):
         shape = shape[:3]
     if len(shape) != 3:
         raise DataError(f"{path}: expected a 3D volume, got shape {image.shape} ({len(image.shape)}D)")
+    return image, shape
+
+
+def _read_nifti(path):
+    """Returns (data as stored, affine) of a NIfTI file; DataError names the file."""
+    image, shape = open_nifti(path)
     try:
         data = np.asanyarray(image.dataobj).reshape(shape)
     except (EOFError, OSError, zlib.error, ValueError, gzip.BadGzipFile) as e:
@@ -123,7 +139,8 @@ def _read_nifti(path):
     return data, image.affine
 
 
-def _check_finite(data, path):
+def check_finite(data, path):
+    """DataError naming the file when float voxels are NaN or infinite."""
     if np.issubdtype(data.dtype, np.floating):
         bad = np.count_nonzero(~np.isfinite(data))
         if bad:
@@ -132,7 +149,7 @@ def _check_finite(data, path):
 
 def _as_label(data, path):
     """Checks that label voxels are in {0, 1, 2} and returns them as uint8."""
-    _check_finite(data, path)
+    check_finite(data, path)
     lo, hi = data.min(), data.max()
     if lo >= 0 and hi <= 2 and (np.issubdtype(data.dtype, np.integer) or np.all(data == np.round(data))):
         return data.astype(np.uint8, copy=False)
@@ -168,7 +185,7 @@ def load_nifti(path, *, is_label=False):
         return CTVolume(array.astype(np.float32), _spacing(canonical_affine), canonical_affine, label=array,
                         source_affine=affine, source_shape=data.shape, source_ornt=ornt, path=str(path))
     data = data.astype(np.float32, copy=False)
-    _check_finite(data, path)
+    check_finite(data, path)
     array, canonical_affine, ornt = _canonical(data, affine, path)
     return CTVolume(np.ascontiguousarray(array), _spacing(canonical_affine), canonical_affine,
                     source_affine=affine, source_shape=data.shape, source_ornt=ornt, path=str(path))
@@ -308,8 +325,8 @@ def save_mask(mask_xyz, reference, path):
         >>> save_mask(pred, ct, "volume-0_pred.nii.gz")  # doctest: +SKIP
     """
     mask_xyz = np.asarray(mask_xyz)
-    if mask_xyz.shape != reference.array.shape:
-        raise DataError(f"{path}: mask shape {mask_xyz.shape} differs from the CT shape {reference.array.shape}")
+    if mask_xyz.shape != tuple(reference.shape):
+        raise DataError(f"{path}: mask shape {mask_xyz.shape} differs from the CT shape {tuple(reference.shape)}")
     if mask_xyz.size and (mask_xyz.min() < 0 or mask_xyz.max() > 255):
         raise DataError(f"{path}: mask values must fit in uint8")
     data = np.ascontiguousarray(reference.to_source(mask_xyz.astype(np.uint8)))

@@ -100,11 +100,23 @@ def equalize_histogram(volume, num_levels=256):
     lo, hi = float(volume.min()), float(volume.max())
     if hi <= lo:
         return np.zeros(volume.shape, np.float32)
-    levels = np.rint((volume - lo) * ((num_levels - 1) / (hi - lo))).astype(np.int32)
-    cdf = np.cumsum(np.bincount(levels.ravel(), minlength=num_levels))
+    levels = grey_levels(volume, lo, hi, num_levels)
+    return equalization_mapping(np.bincount(levels.ravel(), minlength=num_levels))[levels]
+
+
+def grey_levels(volume, lo, hi, num_levels=256):
+    """`equalize_histogram`'s quantisation: int32 levels of `volume` between `lo` < `hi`.
+
+    Pointwise, so `liverzoo.streaming` quantises slab by slab with the volume's `lo`, `hi`.
+    """
+    return np.rint((np.asarray(volume, np.float32) - lo) * ((num_levels - 1) / (hi - lo))).astype(np.int32)
+
+
+def equalization_mapping(counts):
+    """Level -> [0, 1] value of `equalize_histogram`, from the counts of every grey level."""
+    cdf = np.cumsum(counts)
     cdf_min = cdf[cdf > 0][0]
-    mapping = ((cdf - cdf_min) / max(cdf[-1] - cdf_min, 1)).astype(np.float32)
-    return mapping[levels]
+    return ((cdf - cdf_min) / max(cdf[-1] - cdf_min, 1)).astype(np.float32)
 
 
 def zscore(volume, mask=None, eps=1e-8):
@@ -134,7 +146,12 @@ def resampled_shape(shape, spacing, target_spacing):
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
 
 
-def _zoom_to(volume, shape, order):
+def zoom_to(volume, shape, order):
+    """Resamples `volume` to `shape` (order 1 linear, 0 nearest), voxel edges aligned.
+
+    An axis whose size is kept is sampled at its own voxels, so resizing a z-slab in-plane
+    gives exactly the slices of the whole volume resized (`liverzoo.streaming` relies on it).
+    """
     volume = np.asarray(volume)
     if tuple(volume.shape) == tuple(shape):
         return volume
@@ -164,7 +181,7 @@ def resample(volume, spacing, target_spacing, order=1):
         >>> resample(np.zeros((100, 100, 40)), (0.8, 0.8, 2.5), (1.6, 1.6, None)).shape
         (50, 50, 40)
     """
-    return _zoom_to(volume, resampled_shape(np.shape(volume), spacing, target_spacing), order)
+    return zoom_to(volume, resampled_shape(np.shape(volume), spacing, target_spacing), order)
 
 
 def resize_inplane(volume, size, order=1):
@@ -183,7 +200,7 @@ def resize_inplane(volume, size, order=1):
         (256, 256, 3)
     """
     h, w = (size, size) if np.isscalar(size) else size
-    return _zoom_to(volume, (h, w, np.shape(volume)[2]), order)
+    return zoom_to(volume, (h, w, np.shape(volume)[2]), order)
 
 
 # --- Presets ---------------------------------------------------------------------------------
@@ -360,7 +377,7 @@ def prepare_volume(array_hu, spacing, preset, label=None, *, inplane_size=None, 
     if preset.num_slices is not None:
         shape = (shape[0], shape[1], preset.num_slices)
     new_spacing = spacing * np.asarray(image.shape) / np.asarray(shape)
-    image = apply_preset(_zoom_to(image, shape, 1), preset)
+    image = apply_preset(zoom_to(image, shape, 1), preset)
     if label is not None:
-        label = _zoom_to(np.asarray(label, np.uint8), shape, 0)
+        label = zoom_to(np.asarray(label, np.uint8), shape, 0)
     return image, label, new_spacing

@@ -29,7 +29,7 @@ Example:
     ...                               export.demo_inputs((64, 64, 1), "residual_unet"))
 """
 from liverzoo.export.calibration import calibration_inputs, demo_inputs, sample_inputs
-from liverzoo.export.pipeline import FORMATS, export_model
+from liverzoo.export.pipeline import FORMATS, MIN_AGREEMENT, ExportRefused, export_model
 from liverzoo.export.rewrite import inference_model, lite_compatible
 from liverzoo.export.saved_model import export_saved_model, input_name
 from liverzoo.export.tflite import (
@@ -39,7 +39,7 @@ from liverzoo.export.verify import verify_tflite
 from liverzoo.lite import OUTPUT_NAME, SIGNATURE, float_ops, read_metadata, tflite_ops
 
 __all__ = [
-    "CLASS_NAMES", "FORMATS", "METADATA_VERSION", "OUTPUT_NAME", "QUANTIZE_MODES", "SIGNATURE", "TFLiteExporter",
+    "CLASS_NAMES", "FORMATS", "MIN_AGREEMENT", "METADATA_VERSION", "OUTPUT_NAME", "ExportRefused", "QUANTIZE_MODES", "SIGNATURE", "TFLiteExporter",
     "calibration_inputs", "convert_tflite", "demo_inputs", "export_model", "export_saved_model", "float_ops",
     "inference_model", "input_name", "lite_compatible", "read_metadata", "sample_inputs", "tflite_ops",
     "verify_tflite", "write_tflite", "zoo_metadata",

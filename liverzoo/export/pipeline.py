@@ -9,6 +9,8 @@ from liverzoo.export.verify import verify_tflite
 from liverzoo.lite import SIGNATURE
 
 FORMATS = ("saved_model", "tflite")
+#: Lowest argmax agreement with Keras a quantized file may verify at (below: refused).
+MIN_AGREEMENT = 0.98
 
 
 def parse_input_shape(text):
@@ -56,7 +58,8 @@ def _load(model_path, model, input_shape, preset):
 
 
 def export_model(output, *, model_path=None, model=None, input_shape=None, format="tflite", quantize="none",
-                 representative_data=None, preset=None, verify=True, num_verify=8, log=print):
+                 representative_data=None, preset=None, verify=True, num_verify=8, min_agreement=MIN_AGREEMENT,
+                 force=False, log=print):
     """Exports a `.keras` checkpoint, or a zoo model with fresh weights, to SavedModel or TFLite.
 
     A TFLite file is verified in LiteRT on the embedded real demo CT (`verify_tflite`, JSON
@@ -74,13 +77,18 @@ def export_model(output, *, model_path=None, model=None, input_shape=None, forma
         preset: preprocessing preset stored in the file (default the zoo model's).
         verify: run the TFLite file in LiteRT and write the report.
         num_verify: real CT inputs used by the verification.
+        min_agreement: a quantized file (fp16, dynamic, int8) whose verification's argmax
+            agreement with Keras falls below this is refused: its figures are logged, the file
+            and its report are removed and `ExportRefused` is raised.
+        force: keep a refused file anyway (the error is then a logged warning).
         log: where the summary lines go.
 
     Returns:
         `output`.
 
     Raises:
-        ConfigError: bad options, or a model that cannot be exported; DataError: bad files.
+        ConfigError: bad options, or a model that cannot be exported; DataError: bad files;
+        ExportRefused (a DataError): a quantized file below `min_agreement`, without `force`.
 
     Example:
         >>> export_model("ru_int8.tflite", model="residual_unet", input_shape="64,64,1", quantize="int8")
@@ -108,4 +116,26 @@ def export_model(output, *, model_path=None, model=None, input_shape=None, forma
             f"{report['max_abs_prob_diff']:.2g}, argmax agreement {report['argmax_agreement']:.4f}, "
             f"foreground Dice {report['dice']['foreground']:.4f}; ops: {', '.join(report['ops'])}"
         )
+        _check_agreement(output, quantize, report, min_agreement, force, log)
     return output
+
+
+class ExportRefused(DataError):
+    """A quantized file verified below the agreement it must keep with Keras."""
+
+
+def _check_agreement(output, quantize, report, min_agreement, force, log):
+    """Refuses (removes, raises) a quantized file whose argmax agreement is below `min_agreement`."""
+    agreement = report["argmax_agreement"]
+    if quantize == "none" or agreement >= min_agreement:
+        return
+    message = (f"{output}: {quantize} file agrees with Keras on {agreement:.4f} of voxels, below --min_agreement="
+               f"{min_agreement:g} (max |dp| {report['max_abs_prob_diff']:.2g}, foreground Dice "
+               f"{report['dice']['foreground']:.4f})")
+    if force:
+        log(f"warning: {message}; kept (--force)")
+        return
+    for path in (output, os.path.splitext(output)[0] + ".verify.json"):
+        if os.path.exists(path):
+            os.remove(path)
+    raise ExportRefused(f"{message}; file not written (--force keeps it, or try another --quantize)")

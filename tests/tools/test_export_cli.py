@@ -29,8 +29,10 @@ def shards(tmp_path_factory):
 
 def test_int8_tflite_calibrated_on_shards_and_verified(shards, tmp_path):
     out = tmp_path / "exported" / "ru_int8.tflite"
+    # Fresh weights give near-tie probabilities (int8 agrees on ~0.87 of voxels): no threshold here;
+    # test_quantized_file_below_min_agreement_is_refused covers it.
     result = _run("--model=residual_unet", "--input_shape=32,32,1", "--quantize=int8",
-                  f"--representative_data={shards}", f"--output={out}")
+                  f"--representative_data={shards}", f"--output={out}", "--min_agreement=0")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     meta = lite.read_metadata(out)
@@ -87,3 +89,22 @@ def test_shards_of_another_preset_are_refused(shards, tmp_path):
         f"error: --representative_data={shards}: shards were preprocessed with preset 'residual_unet', "
         "the model takes 'lv_net'")
     assert not (tmp_path / "lv.tflite").exists()
+
+
+def test_quantized_file_below_min_agreement_is_refused(tmp_path):
+    """A threshold above what the int8 file reaches: exit 1, the figures printed, no file left."""
+    out = tmp_path / "ru_int8.tflite"
+    args = ["--model=residual_unet", "--input_shape=32,32,1", "--quantize=int8", "--num_verify=2", f"--output={out}"]
+    result = _run(*args, "--min_agreement=1.0")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    agreement = float(error.split("agrees with Keras on ")[1].split()[0])
+    assert agreement < 1.0 and f"argmax agreement {agreement:.4f}" in result.stdout  # the measured figures
+    assert error.startswith(f"error: {out}: int8 file agrees with Keras on") and "below --min_agreement=1" in error
+    assert os.listdir(tmp_path) == []
+    # --force keeps it, with a warning.
+    forced = _run(*args, "--min_agreement=1.0", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "warning:" in forced.stdout and "kept (--force)" in forced.stdout
+    assert sorted(os.listdir(tmp_path)) == ["ru_int8.tflite", "ru_int8.verify.json"]

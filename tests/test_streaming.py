@@ -1,0 +1,118 @@
+"""liverzoo.streaming: slab-by-slab segmentation gives the whole-volume path's masks exactly."""
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from liverzoo import inference, streaming
+from liverzoo.data import io
+from liverzoo.errors import DataError
+
+from tests.conftest import REPO
+
+DEMO = REPO / "liverzoo" / "data" / "demo"
+LITS = DEMO / "lits117_crop128_ct.nii.gz"  # real CT, stored R-P-I: canonical z is flipped
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def context_fn(batch):
+    """Probabilities with spatial context (a 3-voxel box filter, and across the stack or depth).
+
+    Every output voxel depends on its neighbours, so wrong halos, tiles or window edges show.
+    """
+    x = np.asarray(batch, np.float32)
+    size = (1, 3, 3, x.shape[-1]) if x.ndim == 4 else (1, 3, 3, 3, 1)
+    smooth = ndimage.uniform_filter(x, size=size, mode="nearest")
+    smooth = smooth.mean(axis=-1, keepdims=True) + 0.2 * x[..., :1]
+    return softmax(np.concatenate([-2 * smooth, 0.5 * smooth, 3 * smooth - 1.2], axis=-1))
+
+
+class ContextModel:
+    """A predict_fn with the input shape a loaded model would report."""
+
+    def __init__(self, input_shape):
+        self.input_shape = input_shape
+
+    def __call__(self, batch):
+        return context_fn(batch)
+
+
+# (model input shape, preset, predict options): 2.5D dense/sparse stacks, tiles, TTA; 3D windows.
+CASES = [
+    ((None, None, 5), "residual_unet", {"inplane_size": 64}),  # histogram equalisation
+    ((None, None, 3), "lv_net", {"inplane_size": 48, "stride": 2, "tta_flip": True}),  # z-score
+    ((32, 32, 3), "ds_nnunet", {"inplane_size": 48, "batch_size": 3}),  # in-plane tiles
+    ((None, 32, 32, 1), "lw_hcn", {"inplane_size": 32, "window": 12, "step": 5}),  # 3D sub-volumes
+    ((7, 32, 32, 1), "lv_net", {"inplane_size": 32, "weighting": "gaussian", "step": 3, "tta_flip": True}),
+]
+
+
+@pytest.mark.parametrize("input_shape,preset,options", CASES)
+@pytest.mark.parametrize("postprocess", [False, True])
+def test_streaming_equals_whole_volume_on_real_ct(input_shape, preset, options, postprocess):
+    model = ContextModel(input_shape)
+    ct = io.load_volume(LITS)
+    reference = inference.segment(model, ct, preset=preset, streaming=False, postprocess=postprocess, **options)
+    assert len(np.unique(reference)) > 1  # a mask worth comparing
+    # Slabs of 5 native slices: boundaries fall inside stacks and windows.
+    lazy = streaming.NiftiSlabs(LITS)
+    slabbed = streaming.segment_slabs(model, lazy, layout=inference.layout_of(input_shape), preset=preset,
+                                      input_shape=input_shape, postprocess=postprocess, slab=5, **options)
+    np.testing.assert_array_equal(slabbed, reference)
+    # segment streams by default, from a loaded volume too.
+    np.testing.assert_array_equal(inference.segment(model, ct, preset=preset, postprocess=postprocess, **options),
+                                  reference)
+
+
+@pytest.mark.parametrize("axcodes_order", [(0, 1, 2), (2, 0, 1), (1, 2, 0)])
+def test_nifti_slabs_read_the_canonical_volume(tmp_path, axcodes_order):
+    """Any stored axis order and flips: slabs are the canonical array's slices."""
+    image = nib.load(LITS)
+    data = np.transpose(np.asanyarray(image.dataobj)[:, :70:, ::-1], axcodes_order)
+    flip = np.diag([1.0, 1.0, -1.0, 1.0])
+    perm = np.eye(4)
+    perm[:3, :3] = np.eye(3)[:, list(axcodes_order)]
+    path = tmp_path / "reoriented.nii.gz"
+    nib.save(nib.Nifti1Image(data, image.affine @ flip @ perm), path)
+    ct = io.load_volume(path)
+    lazy = streaming.NiftiSlabs(path)
+    assert lazy.shape == ct.shape
+    np.testing.assert_array_equal(lazy.spacing, ct.spacing)
+    for z0, z1 in [(0, 4), (30, 31), (lazy.shape[2] - 3, lazy.shape[2])]:
+        np.testing.assert_array_equal(lazy.read(z0, z1), ct.array[:, :, z0:z1])
+    # The mask is written back aligned exactly as from the loaded volume.
+    mask = (ct.array > 0).astype(np.uint8)
+    io.save_mask(mask, lazy, tmp_path / "a.nii.gz")
+    io.save_mask(mask, ct, tmp_path / "b.nii.gz")
+    a, b = nib.load(tmp_path / "a.nii.gz"), nib.load(tmp_path / "b.nii.gz")
+    np.testing.assert_array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
+    np.testing.assert_array_equal(a.affine, b.affine)
+
+
+def test_truncated_nifti_is_a_data_error(tmp_path):
+    raw = tmp_path / "raw.nii"
+    nib.save(nib.load(LITS), raw)
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(raw.read_bytes()[: raw.stat().st_size // 2])
+    with pytest.raises(DataError, match="cut.nii"):
+        lazy = streaming.NiftiSlabs(cut)
+        for z0 in range(0, lazy.shape[2], 16):
+            lazy.read(z0, z0 + 16)
+
+
+def test_keras_model_streams_with_tta(tmp_path):
+    """A real (untrained) Keras 2.5D model, TTA on: the same mask either way."""
+    import keras
+
+    from liverzoo.models import build
+
+    keras.utils.set_random_seed(0)
+    model = build("residual_unet", input_shape=(32, 32, 3), base_filters=4)
+    ct = io.load_volume(DEMO / "totalseg_example_full_ct.nii.gz")
+    options = {"preset": "residual_unet", "inplane_size": 32, "tta_flip": True, "postprocess": False}
+    reference = inference.segment(model, ct, streaming=False, **options)
+    np.testing.assert_array_equal(inference.segment(model, streaming.NiftiSlabs(ct.path), **options), reference)
