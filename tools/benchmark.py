@@ -1,9 +1,11 @@
-"""Benchmarks: python tools/benchmark.py data|models|inference|export|all|lesions|scale [--quick].
+"""Benchmarks: python tools/benchmark.py data|models|inference|export|all|lesions|scale|gpu [--quick].
 
 `all` runs every section in one process and writes docs/benchmarks.md with its PNG charts
 (parameters against the papers; Keras vs LiteRT latency), each stamped with the machine.
 `lesions` (lesion-wise evaluation of a 512x512x300 case) and `scale` (whole-volume seconds and peak RSS
 at 150, 300 and 900 slices: Keras, LiteRT fp32, LiteRT int8) run on their own, not in `all`.
+`gpu` (training step time and peak memory on GPUs) runs on its own where a GPU is visible
+and replaces the report's "## GPU" section, which `all` keeps as it is.
 """
 import importlib
 import os
@@ -36,14 +38,17 @@ def _charts(data, folder, machine):
 
 
 def main(argv):
-    from liverzoo.benchmarks import EXTRA_SECTIONS, SECTIONS, machine_line
-    from liverzoo.data import io
+    from liverzoo.benchmarks import EXTRA_SECTIONS, REPORT_SECTIONS, SECTIONS, machine_line, replace_section
     from liverzoo.errors import ConfigError
 
     choices = SECTIONS + ("all",) + EXTRA_SECTIONS
     if len(argv) != 2 or argv[1] not in choices:
         raise ConfigError(f"usage: benchmark.py {{{'|'.join(choices)}}} [--quick]")
     names = SECTIONS if argv[1] == "all" else (argv[1],)
+    if argv[1] == "gpu":
+        from liverzoo.benchmarks import gpu
+
+        gpu.visible_gpus()  # refuses before anything else where there is none
     parts, data = [], {}
     for name in names:
         result = importlib.import_module(f"liverzoo.benchmarks.{name}").run(quick=FLAGS.quick)
@@ -52,6 +57,8 @@ def main(argv):
         parts.append(text)
         data.update(section_data)
         print(text, flush=True)
+    if argv[1] in REPORT_SECTIONS and not FLAGS.quick:
+        _write_report(replace_section(_old_report(), REPORT_SECTIONS[argv[1]], text))
     if argv[1] != "all":
         return
     machine = machine_line()
@@ -63,6 +70,20 @@ def main(argv):
         + (" --quick (smoke sizes)" if FLAGS.quick else "")
         + f". Machine: {machine}.\n\n" + "\n\n".join(links + parts) + "\n"
     )
+    old = _old_report()
+    for heading in REPORT_SECTIONS.values():  # sections measured elsewhere (a GPU machine) are kept
+        kept = replace_section(old, heading, None)
+        text = text if kept is None else replace_section(text, heading, kept)
+    _write_report(text)
+
+
+def _old_report():
+    return open(FLAGS.output).read() if os.path.isfile(FLAGS.output) else ""
+
+
+def _write_report(text):
+    from liverzoo.data import io
+
     io.atomic_write_bytes(FLAGS.output, text)
     print(f"wrote {FLAGS.output}", file=sys.stderr)
 

@@ -4,9 +4,11 @@
         --preset=ds_nnunet --num_shards=16 --val_fraction=0.2 --seed=0
 
 --input_dir holds LiTS names (volume-N.nii[.gz] + segmentation-N.nii[.gz]) or the Decathlon
-layout (imagesTr/ + labelsTr/). Bad input ends in one `error: ...` line naming the file and
+layout (imagesTr/ + labelsTr/). Cases are preprocessed by --num_workers processes (default:
+every core); the shards and manifest are byte-identical for any worker count. Bad input ends in one `error: ...` line naming the file and
 nothing is left in --output_dir; --skip_bad continues past bad cases and lists them.
 """
+import os
 import sys
 
 import _path  # noqa: F401
@@ -29,6 +31,10 @@ flags.DEFINE_enum("compression", "GZIP", ["GZIP", "none"], "Shard compression.")
 flags.DEFINE_integer("inplane_size", None, "Override the preset's in-plane size (0: keep the slices as they are).")
 flags.DEFINE_string("target_spacing", None, "Resample to this spacing first, 'x,y,z' in mm (empty entry keeps an axis).")
 flags.DEFINE_bool("skip_bad", False, "Skip cases that cannot be read or fail checks, and list them at the end.")
+flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
+                     "Processes preprocessing cases at once (default: the machine's cores); same files for any count.")
+flags.DEFINE_string("runner", None, "Apache Beam runner (DirectRunner, DataflowRunner, ...). Not available: "
+                    "apache-beam cannot be installed beside TensorFlow 2.21's protobuf 7 (see docs/data.md).")
 
 
 def _target_spacing(text):
@@ -81,6 +87,12 @@ def main(argv):
         raise ConfigError(f"--num_shards={FLAGS.num_shards}: must be at least 1")
     if not 0 <= FLAGS.val_fraction < 1:
         raise ConfigError(f"--val_fraction={FLAGS.val_fraction}: must be in [0, 1)")
+    if FLAGS.num_workers < 1:
+        raise ConfigError(f"--num_workers={FLAGS.num_workers}: must be at least 1")
+    if FLAGS.runner:
+        from liverzoo.data.case_pool import BEAM_UNAVAILABLE
+
+        raise ConfigError(f"--runner={FLAGS.runner}: {BEAM_UNAVAILABLE}")
     if FLAGS.inplane_size is not None and FLAGS.inplane_size < 0:
         raise ConfigError(f"--inplane_size={FLAGS.inplane_size}: must be 0 (keep) or a positive size")
     target_spacing = _target_spacing(FLAGS.target_spacing)
@@ -97,7 +109,7 @@ def main(argv):
             val_fraction=FLAGS.val_fraction, seed=FLAGS.seed,
             compression=None if FLAGS.compression == "none" else "GZIP",
             inplane_size=FLAGS.inplane_size, target_spacing=target_spacing,
-            skip_bad=FLAGS.skip_bad, progress=progress)
+            skip_bad=FLAGS.skip_bad, progress=progress, num_workers=FLAGS.num_workers)
     finally:
         progress.close()
     splits = manifest["splits"]

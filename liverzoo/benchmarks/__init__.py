@@ -11,7 +11,9 @@ import time
 
 SECTIONS = ("data", "models", "inference", "export")
 # Sections run only by name, not by `all` (docs/benchmarks.md holds the `all` report).
-EXTRA_SECTIONS = ("lesions", "scale")
+EXTRA_SECTIONS = ("lesions", "scale", "gpu")
+#: Sections run by name that keep their own "## " section in the report; `all` leaves them as they are.
+REPORT_SECTIONS = {"gpu": "## GPU"}
 
 
 def machine_line():
@@ -41,6 +43,24 @@ def median_time(fn, repeats=5, warmup=1):
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
+
+
+def replace_section(text, heading, section):
+    """`text` with its Markdown section under `heading` (up to the next "## ") replaced by `section`.
+
+    The section is appended where `text` has none; `section=None` returns the current one
+    (or None).
+    """
+    lines = text.splitlines(keepends=True)
+    start = next((k for k, line in enumerate(lines) if line.rstrip("\n") == heading), None)
+    end = start if start is None else next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")),
+                                           len(lines))
+    if section is None:
+        return None if start is None else "".join(lines[start:end]).rstrip("\n")
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    rest = "".join(lines[end:])
+    return "".join(lines[:start]) + section.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
 
 
 def markdown_table(header, rows):

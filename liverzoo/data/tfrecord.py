@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from liverzoo.data import io, preprocess
+from liverzoo.data import case_pool, io, preprocess
 from liverzoo.data.sampling import stack_offsets
 from liverzoo.data.splits import split_cases
 from liverzoo.errors import ConfigError, DataError
@@ -124,26 +124,29 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def _dataset_preset(cases, splits, preset, skip_bad, skipped, progress):
+def _dataset_preset(cases, splits, preset, skip_bad, skipped, progress, pool):
     """For nnU-Net's CT normalisation: statistics over the training cases' foreground."""
     preset = preprocess.get_preset(preset)
     if preset.normalization != "ct_percentile":
         return preset
     samples = []
-    train = [c for c in cases if splits[c.case_id] == "train"]
-    for k, case in enumerate(train):
-        if progress:
-            progress(k, len(train), f"{case.case_id} (intensity statistics)")
-        try:
-            volume = case.load()
-            _require_label(volume, case.case_id)
-        except DataError as e:
+    jobs = [(c.case_id, (c,)) for c in cases if splits[c.case_id] == "train"]
+    step = None if progress is None else (lambda k, n, case_id: progress(k, n, f"{case_id} (intensity statistics)"))
+    for case_id, result in pool.map(_case_samples, jobs, step):
+        if isinstance(result, DataError):
             if not skip_bad:
-                raise
-            skipped[case.case_id] = str(e)
+                raise result
+            skipped[case_id] = str(result)
             continue
-        samples.append(preprocess.foreground_samples(volume.array, volume.label, seed=zlib.crc32(case.case_id.encode())))
+        samples.append(result)
     return preprocess.with_ct_statistics(preset, samples)
+
+
+def _case_samples(case):
+    """Foreground intensity samples of one case (run in a worker process)."""
+    volume = case.load()
+    _require_label(volume, case.case_id)
+    return preprocess.foreground_samples(volume.array, volume.label, seed=zlib.crc32(case.case_id.encode()))
 
 
 def _require_label(volume, case_id):
@@ -152,7 +155,8 @@ def _require_label(volume, case_id):
 
 
 def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, seed=0, compression="GZIP",
-                  inplane_size=None, target_spacing=None, split=None, skip_bad=False, progress=None):
+                  inplane_size=None, target_spacing=None, split=None, skip_bad=False, progress=None,
+                  num_workers=1):
     """Preprocesses labelled cases and writes them as sharded TFRecords plus a manifest.
 
     Each case is stored once (see tfrecords/README.md). Cases are split into train and
@@ -179,13 +183,17 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
         split: optional `{case_id: "train" | "val"}` replacing the seeded split.
         skip_bad: skip cases that raise `DataError` (listed in the manifest's "skipped")
             instead of stopping.
-        progress: optional `callable(index, total, case_id)` called before each case.
+        progress: optional `callable(index, total, case_id)` called before each case
+            (with workers: before waiting for it).
+        num_workers: processes preprocessing cases at once (see `case_pool.CasePool`);
+            1 works in this process. A worker that fails other than with DataError, or
+            dies, stops the writer with a DataError naming the case.
 
     Returns:
         The manifest dict (also written to `output_dir/manifest.json`).
 
     Raises:
-        ConfigError: bad preset, compression, shard count or split.
+        ConfigError: bad preset, compression, shard or worker count, or split.
         DataError: a bad case (unless `skip_bad`), no usable cases, or an unwritable folder.
 
     Example:
@@ -197,6 +205,7 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
     compression = _check_compression(compression)
     if not (isinstance(num_shards, (int, np.integer)) and num_shards >= 1):
         raise ConfigError(f"num_shards must be a positive integer, got {num_shards!r}")
+    case_pool.check_num_workers(num_workers)
     cases = [_InMemoryCase(c) if isinstance(c, io.CTVolume) else c for c in cases]
     ids = [c.case_id for c in cases]
     if not cases:
@@ -212,84 +221,101 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
     io.check_output_dir(output_dir)
     cases = sorted(cases, key=lambda c: c.case_id)
     skipped = {}
-    effective = _dataset_preset(cases, splits, base_preset, skip_bad, skipped, progress)
-    effective = dataclasses.replace(
-        effective,
-        inplane_size=effective.inplane_size if inplane_size is None else (inplane_size or None),
-        target_spacing=effective.target_spacing if target_spacing is None else tuple(target_spacing))
+    # One pool for both passes over the cases: each worker imports TensorFlow once.
+    with case_pool.CasePool(min(num_workers, len(cases)), output_dir) as pool:
+        effective = _dataset_preset(cases, splits, base_preset, skip_bad, skipped, progress, pool)
+        effective = dataclasses.replace(
+            effective,
+            inplane_size=effective.inplane_size if inplane_size is None else (inplane_size or None),
+            target_spacing=effective.target_spacing if target_spacing is None else tuple(target_spacing))
 
-    slots = {s: min(num_shards, sum(1 for c in cases if splits[c.case_id] == s)) for s in _SPLITS}
-    temps = {(s, i): os.path.join(output_dir, f".{s}-{i:05d}.tmp-{os.getpid()}")
-             for s in _SPLITS for i in range(slots[s])}
-    manifest_tmp = os.path.join(output_dir, f".{MANIFEST_NAME}.tmp-{os.getpid()}")
-    writers, entries, shard_of = {}, [], {}
-    try:
-        options = tf.io.TFRecordOptions(compression_type=compression or "")
-        for key, tmp in temps.items():
-            writers[key] = tf.io.TFRecordWriter(tmp, options)
-        position = {s: 0 for s in _SPLITS}
-        for k, case in enumerate(cases):
-            if progress:
-                progress(k, len(cases), case.case_id)
-            if case.case_id in skipped:
-                continue
-            s = splits[case.case_id]
-            try:
-                entry, record = _prepare_case(case, effective, seed)
-            except DataError as e:
-                if not skip_bad:
-                    raise
-                skipped[case.case_id] = str(e)
-                continue
-            key = (s, position[s] % slots[s])
-            position[s] += 1
-            writers[key].write(record)
-            entries.append(dict(entry, split=s))
-            shard_of[case.case_id] = key
-        for writer in writers.values():
-            writer.close()
-        if not entries:
-            reasons = "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())[:3])
-            raise DataError(f"{output_dir}: no usable cases ({len(skipped)} skipped: {reasons})")
-        # Shards left empty by skipped cases are dropped; the names count the others.
-        used = {s: min(slots[s], position[s]) for s in _SPLITS}
-        names = {(s, i): shard_name(s, i, used[s], compression) for s in _SPLITS for i in range(used[s])}
-        for entry in entries:
-            entry["shard"] = names[shard_of[entry["case_id"]]]
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "preset": effective.to_dict(),
-            "compression": compression,
-            "seed": seed,
-            "val_fraction": val_fraction,
-            "num_shards": num_shards,
-            "splits": {s: [e["case_id"] for e in entries if e["split"] == s] for s in _SPLITS},
-            "shards": [{"file": name, "split": key[0], "cases": [e["case_id"] for e in entries if e["shard"] == name],
-                        "bytes": os.path.getsize(temps[key]), "sha256": _sha256(temps[key])}
-                       for key, name in names.items()],
-            "cases": entries,
-            "skipped": [{"case_id": k, "error": v} for k, v in sorted(skipped.items())],
-        }
-        with open(manifest_tmp, "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
-        old = _old_shards(output_dir)
-        for key, name in names.items():
-            os.replace(temps[key], os.path.join(output_dir, name))
-        os.replace(manifest_tmp, os.path.join(output_dir, MANIFEST_NAME))
-        for name in old - set(names.values()):
-            if os.path.isfile(os.path.join(output_dir, name)):
-                os.remove(os.path.join(output_dir, name))
-        for key in set(temps) - set(names):
-            os.remove(temps[key])
-        return manifest
-    except BaseException:
-        for writer in writers.values():
-            writer.close()
-        for tmp in [*temps.values(), manifest_tmp]:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        raise
+        slots = {s: min(num_shards, sum(1 for c in cases if splits[c.case_id] == s)) for s in _SPLITS}
+        temps = {(s, i): os.path.join(output_dir, f".{s}-{i:05d}.tmp-{os.getpid()}")
+                 for s in _SPLITS for i in range(slots[s])}
+        manifest_tmp = os.path.join(output_dir, f".{MANIFEST_NAME}.tmp-{os.getpid()}")
+        writers, entries, shard_of = {}, [], {}
+        try:
+            options = tf.io.TFRecordOptions(compression_type=compression or "")
+            for key, tmp in temps.items():
+                writers[key] = tf.io.TFRecordWriter(tmp, options)
+            position = {s: 0 for s in _SPLITS}
+            jobs = [(c.case_id, (c, effective, seed)) for c in cases if c.case_id not in skipped]
+            step = _ProgressOverAll(progress, cases)
+            for case_id, result in pool.map(_prepare_case, jobs, step):
+                if isinstance(result, DataError):
+                    if not skip_bad:
+                        raise result
+                    skipped[case_id] = str(result)
+                    continue
+                entry, record = result
+                s = splits[case_id]
+                key = (s, position[s] % slots[s])
+                position[s] += 1
+                writers[key].write(record)
+                entries.append(dict(entry, split=s))
+                shard_of[case_id] = key
+            step(None, None, None)
+            for writer in writers.values():
+                writer.close()
+            if not entries:
+                reasons = "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())[:3])
+                raise DataError(f"{output_dir}: no usable cases ({len(skipped)} skipped: {reasons})")
+            # Shards left empty by skipped cases are dropped; the names count the others.
+            used = {s: min(slots[s], position[s]) for s in _SPLITS}
+            names = {(s, i): shard_name(s, i, used[s], compression) for s in _SPLITS for i in range(used[s])}
+            for entry in entries:
+                entry["shard"] = names[shard_of[entry["case_id"]]]
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "preset": effective.to_dict(),
+                "compression": compression,
+                "seed": seed,
+                "val_fraction": val_fraction,
+                "num_shards": num_shards,
+                "splits": {s: [e["case_id"] for e in entries if e["split"] == s] for s in _SPLITS},
+                "shards": [{"file": name, "split": key[0],
+                            "cases": [e["case_id"] for e in entries if e["shard"] == name],
+                            "bytes": os.path.getsize(temps[key]), "sha256": _sha256(temps[key])}
+                           for key, name in names.items()],
+                "cases": entries,
+                "skipped": [{"case_id": k, "error": v} for k, v in sorted(skipped.items())],
+            }
+            with open(manifest_tmp, "w") as f:
+                json.dump(manifest, f, indent=1, sort_keys=True)
+                f.write("\n")
+            old = _old_shards(output_dir)
+            for key, name in names.items():
+                os.replace(temps[key], os.path.join(output_dir, name))
+            os.replace(manifest_tmp, os.path.join(output_dir, MANIFEST_NAME))
+            for name in old - set(names.values()):
+                if os.path.isfile(os.path.join(output_dir, name)):
+                    os.remove(os.path.join(output_dir, name))
+            for key in set(temps) - set(names):
+                os.remove(temps[key])
+            return manifest
+        except BaseException:
+            for writer in writers.values():
+                writer.close()
+            for tmp in [*temps.values(), manifest_tmp]:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            raise
+
+
+class _ProgressOverAll:
+    """Progress over every case, also those the statistics pass skipped (never sent to a worker)."""
+
+    def __init__(self, progress, cases):
+        self.progress, self.ids, self.next = progress, [c.case_id for c in cases], 0
+
+    def __call__(self, _, __, case_id):
+        """Reports up to and including `case_id` (None: up to the end)."""
+        if self.progress is None:
+            return
+        stop = len(self.ids) if case_id is None else self.ids.index(case_id, self.next) + 1
+        for k in range(self.next, stop):
+            self.progress(k, len(self.ids), self.ids[k])
+        self.next = stop
 
 
 class _InMemoryCase:

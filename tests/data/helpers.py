@@ -54,3 +54,16 @@ def write_dicom_series(folder, hu_xyz, affine_ras, *, slope=0.5, intercept=-1024
         ds.PixelData = stored.tobytes()
         ds.save_as(os.path.join(folder, f"IM{position:04d}.dcm"), enforce_file_format=True)
     return str(folder)
+
+
+class FailingCase:
+    """A case whose `load()` fails other than with DataError, in a worker: `how` is "raise"
+    (RuntimeError) or "exit" (the process dies). Module-level so worker processes unpickle it."""
+
+    def __init__(self, case_id, how):
+        self.case_id, self.how = case_id, how
+
+    def load(self):
+        if self.how == "exit":
+            os._exit(3)
+        raise RuntimeError("simulated crash")

@@ -14,7 +14,7 @@ tf = pytest.importorskip("tensorflow")
 from liverzoo.data import io, preprocess, sampling, tfrecord  # noqa: E402
 from liverzoo.data.phantom import save_phantom  # noqa: E402
 from liverzoo.errors import ConfigError, DataError  # noqa: E402
-from tests.data.helpers import write_nifti  # noqa: E402
+from tests.data.helpers import FailingCase, write_nifti  # noqa: E402
 
 PRESET = "lw_hcn"
 SIZE = 32
@@ -179,6 +179,44 @@ def test_same_input_and_seed_give_byte_identical_files(data, tmp_path):
     assert names == sorted(os.listdir(tmp_path / "again"))
     match, mismatch, errors = filecmp.cmpfiles(data["out"], tmp_path / "again", names, shallow=False)
     assert mismatch == [] and errors == []
+
+
+def test_one_and_two_workers_write_identical_files(data, tmp_path):
+    # ds_nnunet also runs the intensity-statistics pass on the workers; a bad case is skipped.
+    folder = tmp_path / "in"
+    shutil.copytree(data["root"] / "in", folder)
+    _bad_case(folder, "label")
+    runs = {}
+    for workers in (1, 2):
+        calls = []
+        manifest = _write(io.find_cases(folder), tmp_path / str(workers), preset="ds_nnunet", skip_bad=True,
+                          num_workers=workers, progress=lambda k, n, case_id: calls.append((k, n, case_id)))
+        runs[workers] = calls
+    assert [s["case_id"] for s in manifest["skipped"]] == ["volume-9"]
+    assert runs[1] == runs[2] and runs[1][-5:] == [(k, 5, case_id) for k, case_id in enumerate([*SHAPES, "volume-9"])]
+    names = sorted(os.listdir(tmp_path / "1"))
+    assert names == sorted(os.listdir(tmp_path / "2")) == sorted([s["file"] for s in manifest["shards"]] + ["manifest.json"])
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "1", tmp_path / "2", names, shallow=False)
+    assert mismatch == [] and errors == []
+
+
+@pytest.mark.parametrize("how", ["raise", "exit"])
+def test_a_worker_crash_names_the_case_and_leaves_nothing(data, tmp_path, how):
+    out = tmp_path / "out"
+    cases = [*data["cases"], FailingCase("volume-2b", how)]
+    with pytest.raises(DataError) as info:
+        _write(cases, out, num_workers=2)
+    message = str(info.value)
+    assert message.startswith("volume-2b: ") and len(message.splitlines()) == 1, message
+    assert ("RuntimeError: simulated crash" if how == "raise" else "process converting this case died") in message
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_worker_count_is_a_config_error(data, tmp_path, workers):
+    with pytest.raises(ConfigError, match=f"num_workers must be a positive integer, got {workers!r}"):
+        _write(data["cases"], tmp_path / "out", num_workers=workers)
+    assert not (tmp_path / "out").exists()
 
 
 def test_truncated_or_corrupt_shard_names_the_shard(data, tmp_path):

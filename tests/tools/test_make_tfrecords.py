@@ -48,6 +48,14 @@ def test_decathlon_layout_with_skip_bad(tmp_path):
     assert manifest["preset"]["name"] == "lv_net" and manifest["preset"]["inplane_size"] == 16
     assert sorted(os.listdir(out)) == sorted([s["file"] for s in manifest["shards"]] + ["manifest.json"])
     assert all(s["file"].endswith(".tfrecord") for s in manifest["shards"])
+    # The run above used every core (--num_workers defaults to os.cpu_count()); one worker writes the same bytes.
+    again, stderr_again = run_tool(f"--input_dir={tmp_path / 'in'}", f"--output_dir={tmp_path / 'one'}",
+                                   "--preset=lv_net", "--inplane_size=16", "--num_shards=2", "--val_fraction=0.34",
+                                   "--compression=none", "--skip_bad", "--num_workers=1")
+    assert again.returncode == 0 and stderr_again == stderr, again.stderr
+    assert again.stdout == result.stdout.replace(str(out), str(tmp_path / "one"))
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == \
+        {n: (tmp_path / "one" / n).read_bytes() for n in os.listdir(tmp_path / "one")}
 
 
 def test_bad_case_one_error_line_and_previous_output_kept(tmp_path):
@@ -79,6 +87,9 @@ def test_bad_case_one_error_line_and_previous_output_kept(tmp_path):
     ("blocked", [], "output folder is not writable"),
     (None, ["--input_dir="], "--input_dir is required"),
     (None, ["--target_spacing=1,x"], "--target_spacing=1,x"),
+    (None, ["--num_workers=0"], "--num_workers=0: must be at least 1"),
+    (None, ["--num_workers=-3"], "--num_workers=-3: must be at least 1"),
+    (None, ["--runner=DirectRunner"], "--runner=DirectRunner: Apache Beam is not installable beside TensorFlow 2.21"),
 ])
 def test_fast_errors(tmp_path, setup, flags, message):
     (tmp_path / "in").mkdir()

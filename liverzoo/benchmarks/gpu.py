@@ -1,0 +1,108 @@
+"""GPU benchmark: training step time and peak GPU memory of every zoo model at its paper size.
+
+For each zoo model at `SPECS[name].paper_input_shape`, the trainer (the public
+`TrainConfig`/`train`, on the embedded demo cases, the trainer's batch size) runs with one
+GPU (`strategy="one_device"`) and with MirroredStrategy over every visible GPU, each with
+and without mixed precision. The step time is differential, so model building, tracing,
+validation and saving cancel out: `(T(2 S steps) - T(S steps)) / S` for two runs of one
+epoch. The peak memory is `tf.config.experimental.get_memory_info(...)["peak"]` over the
+longer run (training steps and the validation pass), the largest over the GPUs in use.
+Last, the wall time of the demo training (`tools/train.py --model=residual_unet`, what
+`make demo` trains). Where no GPU is visible, the section refuses with one error line.
+"""
+import os
+import tempfile
+import time
+
+from liverzoo.benchmarks import machine_line, markdown_table
+from liverzoo.errors import LiverzooError
+
+COMMAND = "python tools/benchmark.py gpu"
+STEPS = 20  # S above; quick: 2
+
+
+def _trainer():
+    # Drop the fallback once liverzoo.training has replaced train_lib on main.
+    try:
+        from liverzoo import training
+    except ImportError:
+        from liverzoo import train_lib as training
+    return training
+
+
+def visible_gpus():
+    """Names of the GPUs TensorFlow sees, e.g. ["GPU:0"]; LiverzooError where there are none."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise LiverzooError("no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty); "
+                            f"`{COMMAND}` measures on GPUs only")
+    return [f"GPU:{k}" for k in range(len(gpus))]
+
+
+def _timed_run(name, folder, steps, strategy, mixed_precision, gpus, input_shape=None, epochs=1):
+    """Wall time, peak memory (bytes, over `gpus`) and resolved config of one training run."""
+    import tensorflow as tf
+
+    training = _trainer()
+    for gpu in gpus:
+        tf.config.experimental.reset_memory_stats(gpu)
+    config = training.TrainConfig(model=name, model_dir=folder, input_shape=input_shape, epochs=epochs,
+                                  steps_per_epoch=steps, strategy=strategy, mixed_precision=mixed_precision,
+                                  verbose=0)
+    start = time.perf_counter()
+    result = training.train(config, log=lambda *a: None)
+    seconds = time.perf_counter() - start
+    peak = max(tf.config.experimental.get_memory_info(gpu)["peak"] for gpu in gpus)
+    return seconds, peak, result["config"]
+
+
+def step_row(name, input_shape, strategy, mixed_precision, gpus, steps, folder):
+    """One table row: model, input, batch, strategy, precision, ms per step, peak GiB."""
+    import tensorflow as tf
+
+    used = gpus[:1] if strategy == "one_device" else gpus
+    label = [name, "x".join(map(str, input_shape)), "?", f"{strategy} ({len(used)} GPU)",
+             "mixed_float16" if mixed_precision else "float32"]
+    try:
+        short, _, _ = _timed_run(name, os.path.join(folder, "short"), steps, strategy, mixed_precision, used,
+                                 input_shape)
+        long, peak, config = _timed_run(name, os.path.join(folder, "long"), 2 * steps, strategy, mixed_precision,
+                                        used, input_shape)
+    except tf.errors.ResourceExhaustedError:
+        return label + ["out of memory", "-"]
+    label[2] = str(config["batch_size"])
+    return label + [f"{1000 * (long - short) / steps:.1f}", f"{peak / 2**30:.2f}"]
+
+
+def run(quick=False):
+    """Measures and returns the Markdown section (see module docstring)."""
+    from liverzoo import models
+
+    gpus = visible_gpus()
+    steps = 2 if quick else STEPS
+    names = list(models.SPECS)[:1] if quick else list(models.SPECS)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            shape = tuple(models.SPECS[name].paper_input_shape)
+            for strategy in ("one_device", "mirrored"):
+                for mixed in (False, True):
+                    print(f"gpu benchmark: {name} {shape} {strategy} mixed_precision={mixed}", flush=True)
+                    folder = os.path.join(tmp, f"{name}-{strategy}-{int(mixed)}")
+                    rows.append(step_row(name, shape, strategy, mixed, gpus, steps, folder))
+        print("gpu benchmark: demo training (residual_unet, the trainer's demo defaults)", flush=True)
+        training = _trainer()
+        start = time.perf_counter()
+        training.train(training.TrainConfig(model="residual_unet", model_dir=os.path.join(tmp, "demo"), verbose=0),
+                       log=lambda *a: None)
+        demo_s = time.perf_counter() - start
+    header = ["model", "input", "batch", "strategy", "precision", "step (ms)", "peak GPU memory (GiB)"]
+    return ("## GPU\n\n"
+            f"Generated by `{COMMAND}`" + (" --quick (smoke sizes)" if quick else "") + f". Machine: {machine_line()}, "
+            f"{len(gpus)} GPU(s). Step time = (T({2 * steps} steps) - T({steps} steps)) / {steps} over two one-epoch "
+            "runs of the trainer on the demo cases at the paper's input size; peak memory from "
+            "`tf.config.experimental.get_memory_info` over the longer run.\n\n"
+            + markdown_table(header, rows)
+            + f"\n\nDemo training (`tools/train.py --model=residual_unet`, as in `make demo`): {demo_s:.0f} s wall time.")
