@@ -22,11 +22,8 @@ STEPS = 20  # S above; quick: 2
 
 
 def _trainer():
-    # Drop the fallback once liverzoo.training has replaced train_lib on main.
-    try:
-        from liverzoo import training
-    except ImportError:
-        from liverzoo import train_lib as training
+    from liverzoo import training
+
     return training
 
 
