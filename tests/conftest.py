@@ -13,7 +13,7 @@ REAL_DICOM = REPO / "tests" / "data" / "dicom"
 
 
 @pytest.fixture(scope="session")
-def shared_ct_dir():
+def real_ct_dir():
     """The real CT volumes embedded in the package (liverzoo/data/demo, see its NOTICE)."""
     return REAL_CT
 
@@ -39,8 +39,8 @@ def tiny_model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ct_volume(shared_ct_dir):
+def ct_volume(real_ct_dir):
     """The small real CT (122x101x30, 3 mm) as a `CTVolume`."""
     from liverzoo.data.io import load_volume
 
-    return load_volume(str(shared_ct_dir / "totalseg_example_ct_sm.nii.gz"))
+    return load_volume(str(real_ct_dir / "totalseg_example_ct_sm.nii.gz"))

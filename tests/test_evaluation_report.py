@@ -23,9 +23,9 @@ def chromium(*args):
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, shared_ct_dir):
+def evaluated(tmp_path_factory, real_ct_dir):
     root = tmp_path_factory.mktemp("report")
-    pred_dir, ref_dir = make_cases(root, shared_ct_dir)
+    pred_dir, ref_dir = make_cases(root, real_ct_dir)
     out = root / "out"
     summary = evaluation.evaluate(str(pred_dir), str(ref_dir), str(out), num_overlays=2, overlay_slices=1,
                                   report=True)

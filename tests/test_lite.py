@@ -37,7 +37,7 @@ def exported(tmp_path_factory):
     return model, paths
 
 
-def test_segment_nifti_runs_without_tensorflow(exported, shared_ct_dir, tmp_path):
+def test_segment_nifti_runs_without_tensorflow(exported, real_ct_dir, tmp_path):
     _, paths = exported
     script = f"""
 import json, sys
@@ -45,7 +45,7 @@ import numpy as np
 from liverzoo import lite
 model = lite.LiteModel({str(paths['int8'])!r})
 probs = model.predict(np.zeros((2,) + model.input_shape, np.float32))
-mask = lite.segment_nifti({str(paths['int8'])!r}, {str(shared_ct_dir / CT)!r}, {str(tmp_path / 'mask.nii.gz')!r},
+mask = lite.segment_nifti({str(paths['int8'])!r}, {str(real_ct_dir / CT)!r}, {str(tmp_path / 'mask.nii.gz')!r},
                           inplane_size={INPLANE})
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
 print(json.dumps({{"loaded": loaded, "probs": list(probs.shape), "mask": list(mask.shape)}}))
@@ -58,18 +58,18 @@ print(json.dumps({{"loaded": loaded, "probs": list(probs.shape), "mask": list(ma
     assert (tmp_path / "mask.nii.gz").is_file()
 
 
-def test_segment_nifti_equals_keras_segmentation(exported, shared_ct_dir, tmp_path):
+def test_segment_nifti_equals_keras_segmentation(exported, real_ct_dir, tmp_path):
     from liverzoo import inference
     from liverzoo.data import io
 
     model, paths = exported
     out = tmp_path / "mask.nii.gz"
-    mask = lite.segment_nifti(paths["none"], shared_ct_dir / CT, out, inplane_size=INPLANE)
-    ct = io.load_volume(str(shared_ct_dir / CT))
+    mask = lite.segment_nifti(paths["none"], real_ct_dir / CT, out, inplane_size=INPLANE)
+    ct = io.load_volume(str(real_ct_dir / CT))
     reference = inference.segment(model, ct, kind="2d", preset="residual_unet", inplane_size=INPLANE)
     assert mask.dtype == np.uint8 and mask.shape == ct.array.shape
     assert np.mean(mask == reference) > 0.999
-    source, written = nib.load(str(shared_ct_dir / CT)), nib.load(str(out))
+    source, written = nib.load(str(real_ct_dir / CT)), nib.load(str(out))
     assert written.shape == source.shape and np.allclose(written.affine, source.affine)
     np.testing.assert_array_equal(io.load_nifti(str(out), is_label=True).array, mask)
 
@@ -103,7 +103,7 @@ def _foreign_tflite(path):
     return path
 
 
-def test_bad_input_is_named(exported, shared_ct_dir, tmp_path):
+def test_bad_input_is_named(exported, real_ct_dir, tmp_path):
     _, paths = exported
     with pytest.raises(DataError, match="missing.tflite: no such .tflite file"):
         lite.LiteModel(tmp_path / "missing.tflite")
@@ -116,8 +116,8 @@ def test_bad_input_is_named(exported, shared_ct_dir, tmp_path):
     foreign = _foreign_tflite(tmp_path / "foreign.tflite")
     assert lite.read_metadata(foreign) == {}
     with pytest.raises(ConfigError, match="no liverzoo metadata.*pass kind= and preset="):
-        lite.segment_nifti(foreign, shared_ct_dir / CT, tmp_path / "m.nii.gz")
-    mask = lite.segment_nifti(foreign, shared_ct_dir / CT, tmp_path / "m.nii.gz", kind="2d", preset="lw_hcn",
+        lite.segment_nifti(foreign, real_ct_dir / CT, tmp_path / "m.nii.gz")
+    mask = lite.segment_nifti(foreign, real_ct_dir / CT, tmp_path / "m.nii.gz", kind="2d", preset="lw_hcn",
                               inplane_size=32, postprocess=False)
     # softmax([x, -x, 0]) picks class 0 where x > 0 (HU above the lw_hcn window centre), else 1.
     assert set(np.unique(mask)) <= {0, 1} and 0 < np.mean(mask == 0) < 1

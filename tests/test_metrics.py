@@ -134,10 +134,10 @@ def _perturb(mask, seed):
 
 
 @pytest.fixture(scope="module")
-def real_masks(shared_ct_dir):
+def real_masks(real_ct_dir):
     out = []
     for fname in ("lits117_crop128_seg.nii.gz", "totalseg_example_liver_pred.nii.gz", "dcmqi_3slice_liver.nii.gz"):
-        img = nib.load(str(shared_ct_dir / fname))
+        img = nib.load(str(real_ct_dir / fname))
         labels = np.asarray(img.dataobj).astype(np.uint8)
         out.append((fname, labels, tuple(float(z) for z in img.header.get_zooms()[:3])))
     return out

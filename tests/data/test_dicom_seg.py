@@ -38,11 +38,11 @@ def jpeg2000_series(real_dicom_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def jpeg2000_case(jpeg2000_series, shared_ct_dir):
+def jpeg2000_case(jpeg2000_series, real_ct_dir):
     """(CT series volume, label map on its grid): the reference liver mask plus a small synthetic tumor."""
     ct = io.load_volume(jpeg2000_series)
-    nifti = io.load_case(shared_ct_dir / "totalseg_dicom_slab_ct.nii.gz",
-                         shared_ct_dir / "totalseg_dicom_slab_liver_pred.nii.gz")
+    nifti = io.load_case(real_ct_dir / "totalseg_dicom_slab_ct.nii.gz",
+                         real_ct_dir / "totalseg_dicom_slab_liver_pred.nii.gz")
     np.testing.assert_array_equal(ct.array, nifti.array)  # the same scan, the same grid
     np.testing.assert_allclose(ct.affine, nifti.affine, atol=1e-4)
     labels = nifti.label.copy()
@@ -55,8 +55,8 @@ def jpeg2000_case(jpeg2000_series, shared_ct_dir):
 
 
 @pytest.fixture(scope="module")
-def dcmqi_case(real_dicom_dir, shared_ct_dir):
-    return io.load_case(str(real_dicom_dir / "dcmqi_ct3slice"), shared_ct_dir / DCMQI_LIVER)
+def dcmqi_case(real_dicom_dir, real_ct_dir):
+    return io.load_case(str(real_dicom_dir / "dcmqi_ct3slice"), real_ct_dir / DCMQI_LIVER)
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_output_format():
 # --- Bad input: one DataError naming the file or series, nothing written ----------------------
 
 
-def test_deidentified_series_without_uids_is_refused(real_dicom_dir, shared_ct_dir, tmp_path):
+def test_deidentified_series_without_uids_is_refused(real_dicom_dir, real_ct_dir, tmp_path):
     ct = io.load_volume(str(real_dicom_dir / "totalseg_ct_series"))  # reads fine: NIfTI output works
     with pytest.raises(DataError, match=r"InstanceUID is empty"):
         dicom_seg.check_reference(ct)  # what predict asks before segmenting
@@ -226,8 +226,8 @@ def test_deidentified_series_without_uids_is_refused(real_dicom_dir, shared_ct_d
     assert os.listdir(tmp_path) == []
 
 
-def test_nifti_reference_is_refused(real_dicom_dir, shared_ct_dir, tmp_path):
-    ct = io.load_case(shared_ct_dir / "dcmqi_3slice_ct.nii.gz", shared_ct_dir / DCMQI_LIVER)
+def test_nifti_reference_is_refused(real_dicom_dir, real_ct_dir, tmp_path):
+    ct = io.load_case(real_ct_dir / "dcmqi_3slice_ct.nii.gz", real_ct_dir / DCMQI_LIVER)
     with pytest.raises(DataError, match="dcmqi_3slice_ct.nii.gz: not a DICOM series"):
         dicom_seg.write_segmentation(ct.label, ct, tmp_path / "seg.dcm", **MODEL)
     with pytest.raises(DataError, match="dcmqi_liver_seg.dcm: a DICOM SEG is read onto its source series; .*"

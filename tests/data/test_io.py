@@ -24,24 +24,24 @@ REAL = [  # (image, label, stored orientation)
 
 
 @pytest.mark.parametrize("image,label,orientation", REAL)
-def test_real_case_is_canonical_like_nibabel(shared_ct_dir, image, label, orientation):
-    ct = io.load_case(shared_ct_dir / image, shared_ct_dir / label)
-    reference = nib.as_closest_canonical(nib.load(shared_ct_dir / image))
-    assert "".join(nib.aff2axcodes(nib.load(shared_ct_dir / image).affine)) == orientation
+def test_real_case_is_canonical_like_nibabel(real_ct_dir, image, label, orientation):
+    ct = io.load_case(real_ct_dir / image, real_ct_dir / label)
+    reference = nib.as_closest_canonical(nib.load(real_ct_dir / image))
+    assert "".join(nib.aff2axcodes(nib.load(real_ct_dir / image).affine)) == orientation
     np.testing.assert_array_equal(ct.array, reference.get_fdata(dtype=np.float32))
     np.testing.assert_allclose(ct.affine, reference.affine)
     np.testing.assert_allclose(ct.spacing, reference.header.get_zooms()[:3], rtol=1e-6)
     assert ct.array.dtype == np.float32 and ct.label.dtype == np.uint8
-    expected_label = np.asarray(nib.as_closest_canonical(nib.load(shared_ct_dir / label)).dataobj)
+    expected_label = np.asarray(nib.as_closest_canonical(nib.load(real_ct_dir / label)).dataobj)
     np.testing.assert_array_equal(ct.label, expected_label)
 
 
 @pytest.mark.parametrize("image,label,orientation", REAL)
-def test_save_mask_reproduces_the_source_file(shared_ct_dir, tmp_path, image, label, orientation):
-    ct = io.load_case(shared_ct_dir / image, shared_ct_dir / label)
+def test_save_mask_reproduces_the_source_file(real_ct_dir, tmp_path, image, label, orientation):
+    ct = io.load_case(real_ct_dir / image, real_ct_dir / label)
     out = tmp_path / "mask.nii.gz"
     io.save_mask(ct.label, ct, out)
-    written, source = nib.load(out), nib.load(shared_ct_dir / label)
+    written, source = nib.load(out), nib.load(real_ct_dir / label)
     assert written.shape == source.shape and written.get_data_dtype() == np.uint8
     np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(source.dataobj))
@@ -50,8 +50,8 @@ def test_save_mask_reproduces_the_source_file(shared_ct_dir, tmp_path, image, la
     assert os.stat(out).st_mode & 0o777 == 0o666 & ~io.current_umask()
 
 
-def test_dicom_series_agrees_with_nifti(shared_ct_dir, tmp_path):
-    nifti = shared_ct_dir / "dcmqi_3slice_ct.nii.gz"
+def test_dicom_series_agrees_with_nifti(real_ct_dir, tmp_path):
+    nifti = real_ct_dir / "dcmqi_3slice_ct.nii.gz"
     stored = nib.load(nifti)
     folder = write_dicom_series(tmp_path / "dicom", np.asarray(stored.dataobj), stored.affine)
     (tmp_path / "dicom" / "README.txt").write_text("not DICOM")  # ignored
@@ -173,9 +173,9 @@ def test_series_without_a_decoder_names_the_transfer_syntax_and_the_package(monk
         "and no installed decoder reads it; install one: pip install pylibjpeg pylibjpeg-openjpeg")
 
 
-def test_real_jpeg2000_series_decodes_like_its_nifti(shared_ct_dir):
+def test_real_jpeg2000_series_decodes_like_its_nifti(real_ct_dir):
     ct = io.load_volume(str(REAL_DICOM / "totalseg_ct_series"))
-    nifti = io.load_nifti(shared_ct_dir / "totalseg_dicom_slab_ct.nii.gz")
+    nifti = io.load_nifti(real_ct_dir / "totalseg_dicom_slab_ct.nii.gz")
     np.testing.assert_array_equal(ct.array, nifti.array)
     np.testing.assert_allclose(ct.affine, nifti.affine, atol=1e-4)
     assert len(ct.dicom_slices) == 20 and all("PixelData" not in ds for ds in ct.dicom_slices)
@@ -191,8 +191,8 @@ def test_a_single_dicom_file_is_not_a_series(file, message):
     assert str(info.value).startswith(str(REAL_DICOM / file))
 
 
-def test_load_label_nifti_with_and_without_reference(shared_ct_dir):
-    label = shared_ct_dir / "dcmqi_3slice_liver.nii.gz"
+def test_load_label_nifti_with_and_without_reference(real_ct_dir):
+    label = real_ct_dir / "dcmqi_3slice_liver.nii.gz"
     alone = io.load_label(label)
     on_series = io.load_label(label, str(REAL_DICOM / "dcmqi_ct3slice"))
     np.testing.assert_array_equal(alone.label, on_series.label)

@@ -89,8 +89,8 @@ def test_label_resampling_is_nearest_and_resize_inplane():
     np.testing.assert_array_equal(same, label)
 
 
-def test_padding_outside_the_scan_field(shared_ct_dir):
-    ct = io.load_nifti(shared_ct_dir / "dcmqi_3slice_ct.nii.gz")
+def test_padding_outside_the_scan_field(real_ct_dir):
+    ct = io.load_nifti(real_ct_dir / "dcmqi_3slice_ct.nii.gz")
     padding = ct.array == -3024
     assert padding.sum() > 100000
     filled = preprocess.fill_padding(ct.array)
@@ -112,8 +112,8 @@ def test_unknown_preset_lists_the_valid_ones():
     assert "unet_9000" in str(info.value)
 
 
-def test_ds_nnunet_default_statistics_are_the_demo_foreground(shared_ct_dir):
-    ct = io.load_case(shared_ct_dir / "lits117_crop128_ct.nii.gz", shared_ct_dir / "lits117_crop128_seg.nii.gz")
+def test_ds_nnunet_default_statistics_are_the_demo_foreground(real_ct_dir):
+    ct = io.load_case(real_ct_dir / "lits117_crop128_ct.nii.gz", real_ct_dir / "lits117_crop128_seg.nii.gz")
     lo, hi, mean, std = preprocess.ct_statistics(ct.array[ct.label > 0].astype(np.float64))
     preset = preprocess.PRESETS["ds_nnunet"]
     np.testing.assert_allclose(preset.window, (lo, hi), atol=0.01)

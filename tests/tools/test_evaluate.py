@@ -23,12 +23,12 @@ def save(path, data, affine=AFFINE):
     nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
 
 
-def make_cases(root, shared_ct_dir):
+def make_cases(root, real_ct_dir):
     """Three cases: a real liver mask (no tumor), two synthetic ones with tumors."""
     pred_dir, ref_dir = root / "pred", root / "ref"
     pred_dir.mkdir()
     ref_dir.mkdir()
-    real = nib.load(str(shared_ct_dir / "totalseg_example_liver_pred.nii.gz"))
+    real = nib.load(str(real_ct_dir / "totalseg_example_liver_pred.nii.gz"))
     ref_real = np.asarray(real.dataobj).astype(np.uint8)
     save(ref_dir / "case_1.nii.gz", ref_real, real.affine)
     save(pred_dir / "case_1.nii.gz", ndimage.binary_erosion(ref_real, iterations=1).astype(np.uint8), real.affine)
@@ -44,9 +44,9 @@ def make_cases(root, shared_ct_dir):
 
 
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory, shared_ct_dir):
+def cases(tmp_path_factory, real_ct_dir):
     root = tmp_path_factory.mktemp("eval")
-    return make_cases(root, shared_ct_dir)
+    return make_cases(root, real_ct_dir)
 
 
 def test_evaluate_writes_lits_summary(cases, tmp_path):
@@ -128,8 +128,8 @@ BAD_INPUT = [
 
 
 @pytest.mark.parametrize("corrupt,message", BAD_INPUT, ids=["shape", "label", "affine", "missing"])
-def test_cli_bad_case_fails_cleanly_or_is_skipped(tmp_path, shared_ct_dir, corrupt, message):
-    pred_dir, ref_dir = make_cases(tmp_path, shared_ct_dir)
+def test_cli_bad_case_fails_cleanly_or_is_skipped(tmp_path, real_ct_dir, corrupt, message):
+    pred_dir, ref_dir = make_cases(tmp_path, real_ct_dir)
     corrupt(pred_dir, ref_dir)
     out = tmp_path / "out"
     result = run_cli(f"--pred_dir={pred_dir}", f"--ref_dir={ref_dir}", f"--output_dir={out}", "--num_overlays=0")
@@ -222,7 +222,7 @@ def test_summary_never_averages_placeholders_and_writes_lesions(tmp_path):
     assert "(TP 0, FP 2, FN 2;" in strict.stdout, strict.stdout
 
 
-def test_dicom_seg_predictions_score_like_their_nifti(real_dicom_dir, shared_ct_dir, tmp_path):
+def test_dicom_seg_predictions_score_like_their_nifti(real_dicom_dir, real_ct_dir, tmp_path):
     """dcmqi's SEG as the prediction (read onto its series' grid) scores exactly as the NIfTI
     mask it was made from, against the same (eroded) reference."""
     import shutil
@@ -232,12 +232,12 @@ def test_dicom_seg_predictions_score_like_their_nifti(real_dicom_dir, shared_ct_
 
     from liverzoo import evaluation
 
-    liver = nib.load(str(shared_ct_dir / "dcmqi_3slice_liver.nii.gz"))
+    liver = nib.load(str(real_ct_dir / "dcmqi_3slice_liver.nii.gz"))
     eroded = ndimage.binary_erosion(np.asarray(liver.dataobj) > 0, np.ones((3, 3, 1)), iterations=4).astype(np.uint8)
     for name in ("ref", "nifti", "seg"):
         (tmp_path / name).mkdir()
     nib.save(nib.Nifti1Image(eroded, liver.affine), str(tmp_path / "ref" / "dcmqi.nii.gz"))
-    shutil.copy(shared_ct_dir / "dcmqi_3slice_liver.nii.gz", tmp_path / "nifti" / "dcmqi.nii.gz")
+    shutil.copy(real_ct_dir / "dcmqi_3slice_liver.nii.gz", tmp_path / "nifti" / "dcmqi.nii.gz")
     shutil.copy(real_dicom_dir / "dcmqi_liver_seg.dcm", tmp_path / "seg" / "dcmqi.dcm")
     from_nifti = evaluation.evaluate(str(tmp_path / "nifti"), str(tmp_path / "ref"), str(tmp_path / "out1"),
                                      num_overlays=0)

@@ -37,7 +37,7 @@ def error_lines(result):
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
-def test_predict_folder_skip_bad_probabilities_and_alignment(tiny_model_path, shared_ct_dir, tmp_path):
+def test_predict_folder_skip_bad_probabilities_and_alignment(tiny_model_path, real_ct_dir, tmp_path):
     """Masks have the input's affine, shape and axis order and equal segment() in-process;
     a bad case fails the run with one line and no output, or is skipped with --skip_bad."""
     import keras
@@ -50,7 +50,7 @@ def test_predict_folder_skip_bad_probabilities_and_alignment(tiny_model_path, sh
     (inputs / "a_bad.nii.gz").write_bytes(b"not a nifti file")
     (inputs / "notes.txt").write_text("ignored")
     # The CT stored in a non-canonical axis order: the mask must be written back in it.
-    image = nib.load(str(shared_ct_dir / CT))
+    image = nib.load(str(real_ct_dir / CT))
     flip = np.array([[-1, 0, 0, image.shape[0] - 1], [0, 1, 0, 0], [0, 0, -1, image.shape[2] - 1], [0, 0, 0, 1]])
     flipped = nib.Nifti1Image(np.asarray(image.dataobj)[::-1, :, ::-1].copy(), image.affine @ flip)
     nib.save(flipped, str(inputs / "b_good.nii.gz"))
@@ -93,12 +93,12 @@ BAD_FLAGS = [
 
 @pytest.mark.parametrize("args,message", BAD_FLAGS,
                          ids=["no_model_file", "no_input", "folder_to_file", "no_output_folder"])
-def test_bad_flags(predict_tool, tiny_model_path, shared_ct_dir, tmp_path, args, message):
+def test_bad_flags(predict_tool, tiny_model_path, real_ct_dir, tmp_path, args, message):
     """Flag errors are found before the model loads; nothing is written (in-process main)."""
     (tmp_path / "in").mkdir()
     for name in ("a.nii.gz", "b.nii"):
-        shutil.copy(shared_ct_dir / CT, tmp_path / "in" / name)
-    values = dict(missing=tmp_path / "missing.keras", model=tiny_model_path, ct=shared_ct_dir / CT,
+        shutil.copy(real_ct_dir / CT, tmp_path / "in" / name)
+    values = dict(missing=tmp_path / "missing.keras", model=tiny_model_path, ct=real_ct_dir / CT,
                   out=tmp_path / "out.nii.gz", tmp=tmp_path)
     argv = predict_tool.FLAGS(["predict.py"] + [a.format(**values) for a in args])
     try:
@@ -109,7 +109,7 @@ def test_bad_flags(predict_tool, tiny_model_path, shared_ct_dir, tmp_path, args,
     assert not (tmp_path / "out.nii.gz").exists()
 
 
-def test_trainer_checkpoint_with_its_loss_and_optimizer_loads(tiny_model_path, shared_ct_dir, tmp_path):
+def test_trainer_checkpoint_with_its_loss_and_optimizer_loads(tiny_model_path, real_ct_dir, tmp_path):
     """best.keras from tools/train.py carries a compiled liverzoo loss; predict must load it
     in a fresh process (this failed in `make demo` before compile=False), and segment on the
     in-plane size the run's config.json records (the demo trains on 128, not the preset's 256)."""
@@ -127,10 +127,10 @@ def test_trainer_checkpoint_with_its_loss_and_optimizer_loads(tiny_model_path, s
     model.save(tmp_path / "best.keras")
     (tmp_path / "config.json").write_text(json.dumps({"model": "residual_unet", "inplane_size": 48}))
     result = run_cli(f"--model_path={tmp_path / 'best.keras'}", "--model=residual_unet",
-                     f"--input={shared_ct_dir / CT}", f"--output={tmp_path / 'mask.nii.gz'}")
+                     f"--input={real_ct_dir / CT}", f"--output={tmp_path / 'mask.nii.gz'}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "in-plane size 48, the training run's" in result.stdout
-    ct = load_volume(str(shared_ct_dir / CT))
+    ct = load_volume(str(real_ct_dir / CT))
     expected = segment(model, ct, model_name="residual_unet", inplane_size=48)
     got = np.asarray(nib.load(str(tmp_path / "mask.nii.gz")).dataobj)
     np.testing.assert_array_equal(got, ct.to_source(expected))
@@ -143,9 +143,9 @@ def test_cli_flag_error_is_one_line(tmp_path):
     assert error_lines(result) == [f"error: --model_path {tmp_path / 'missing.keras'}: no such file or folder"]
 
 
-def test_missing_required_flag_is_one_line(tiny_model_path, shared_ct_dir, tmp_path):
+def test_missing_required_flag_is_one_line(tiny_model_path, real_ct_dir, tmp_path):
     """Required flags are checked by absl when the flags are parsed (cli.run words the error)."""
-    result = run_cli(f"--model_path={tiny_model_path}", f"--input={shared_ct_dir / CT}")
+    result = run_cli(f"--model_path={tiny_model_path}", f"--input={real_ct_dir / CT}")
     assert result.returncode == 1
     assert error_lines(result) == ["error: --output is required"]
     assert not list(tmp_path.iterdir())
