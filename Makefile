@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean notebooks
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ demo: $(STAMP)
 	$(PY) tools/predict.py --model_path=runs/residual_unet/best.keras --input=$(DEMO_OUT)/ct --output=$(DEMO_OUT)/pred
 	$(PY) tools/evaluate.py --pred_dir=$(DEMO_OUT)/pred --ref_dir=$(DEMO_OUT)/ref --image_dir=$(DEMO_OUT)/ct \
 		--output_dir=$(DEMO_OUT)/eval --report
+
+# Re-run the notebooks and store their outputs in the files (what the repository page shows);
+# `make test` executes them again from scratch.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupyter-execute --inplace notebooks/01_quickstart.ipynb notebooks/02_model_zoo.ipynb \
+		notebooks/03_export_to_phone.ipynb
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15 --nbmake tests notebooks
