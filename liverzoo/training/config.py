@@ -90,12 +90,15 @@ class ResolvedConfig(TrainConfig):
         kind: the model's input layout name, "2d" or "3d" (`liverzoo.layout`).
         preset: the model's preprocessing preset.
         deep_supervision: the recipe's deep-supervision weights rule, or None.
+        augmentation: the `liverzoo.data.augment.AugmentConfig` ranges used (empty: none): the
+            recipe's, or for the demo data `recipes.DEMO_AUGMENT`.
     """
 
     recipe: str = None
     kind: str = None
     preset: str = None
     deep_supervision: str = None
+    augmentation: dict = None
 
     @property
     def layout(self):
@@ -275,7 +278,13 @@ def resolve(config):
         schedule=schedule, optimizer=optimizer, loss=loss, class_weights=class_weights, weight_decay=weight_decay,
         sampling=sampling, dsd=dsd, dsd_epochs=dsd_epochs, input_shape=input_shape,
         foreground_fraction=foreground_fraction, recompute=recompute, recipe=recipe_name, kind=layout.name, preset=spec.preset,
-        deep_supervision=recipe.aux_weights))
+        deep_supervision=recipe.aux_weights, augmentation=_augmentation(config, recipe, demo)))
+
+
+def _augmentation(config, recipe, demo):
+    if not config.augment:
+        return {}
+    return dict(recipes.DEMO_AUGMENT if demo else recipe.augment)
 
 
 @dataclasses.dataclass(frozen=True)

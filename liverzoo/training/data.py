@@ -11,7 +11,7 @@ import os
 
 from liverzoo.data import splits
 from liverzoo.errors import DataError
-from liverzoo.training.recipes import SPARSE_STRIDE, recipe_for
+from liverzoo.training.recipes import SPARSE_STRIDE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +170,7 @@ def training_dataset(config, sampling, train_files, num_outputs, seed, multi_wor
     from liverzoo.data import augment as augment_lib
     from liverzoo.data import tfrecord
 
-    _, recipe = recipe_for(config.model)
-    augment = augment_lib.make_augment(**recipe.augment) if (config.augment and recipe.augment) else None
+    augment = augment_lib.make_augment(**config.augmentation) if config.augmentation else None
     layout, shape = config.layout, config.input_shape
     ds = tfrecord.make_dataset(
         list(train_files), mode="volume" if layout.is_volume else sampling,

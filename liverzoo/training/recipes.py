@@ -34,6 +34,10 @@ SPARSE_STRIDE = 2
 DEMO_EPOCHS = 6
 DEMO_STEPS_PER_EPOCH = 40
 DEMO_BATCH_SIZE = {"2d": 8, "3d": 2}
+#: The demo's augmentation, for every model: a few patients must teach where the liver is, so no
+#: flips and no large rotations (a 180-degree rotation is a left-right and up-down mirror: it
+#: teaches that the liver may lie on the left); scale, small rotations and intensity instead.
+DEMO_AUGMENT = dict(rotation=15, zoom=0.2, intensity_scale=0.1, intensity_shift=0.1, noise_std=0.02)
 
 
 def recipe_for(model):

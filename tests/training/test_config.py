@@ -105,3 +105,18 @@ def test_a_model_dir_is_resumed_only_with_the_same_settings(tmp_path):
     training.prepare(training.TrainConfig(model="residual_unet", model_dir=str(tmp_path), epochs=20))  # longer: ok
     with pytest.raises(ConfigError, match=r"holds a run with other settings \(learning_rate differ\)"):
         training.prepare(training.TrainConfig(model="residual_unet", model_dir=str(tmp_path), learning_rate=1e-4))
+
+
+def test_demo_augmentation_keeps_the_liver_on_the_right(tmp_path):
+    # A few patients must teach where the liver is: no mirroring, no large rotations.
+    demo = training.resolve(training.TrainConfig(model="residual_unet"))
+    assert demo.augmentation == training.recipes.DEMO_AUGMENT
+    assert not demo.augmentation.get("flip_axes") and demo.augmentation["rotation"] <= 30
+    # On the user's data the paper's recipe holds (002: rotations up to 180 degrees), and
+    # augment=False switches it off.
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}")
+    paper = training.resolve(training.TrainConfig(model="residual_unet", data=str(shards)))
+    assert paper.augmentation == training.RECIPES["residual_unet"].augment
+    assert training.resolve(training.TrainConfig(model="residual_unet", augment=False)).augmentation == {}
