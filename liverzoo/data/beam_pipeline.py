@@ -10,7 +10,9 @@ the local writer's own. A `ds_nnunet` preset runs two pipelines (intensity stati
 then conversion), as the local writer makes two passes.
 
 Where the work runs: on `DirectRunner` in this process (or in local processes with
-`--direct_num_workers=N --direct_running_mode=multi_processing`). On a remote runner
+`--direct_num_workers=N --direct_running_mode=multi_processing`); here that is Beam's
+in-process Python runner, which Beam 2.77's DirectRunner otherwise reaches only after
+failing to download its Prism binary. On a remote runner
 (Dataflow, Flink, Spark) the workers must read the input cases at the same paths and write
 the staging folder where this process reads it back: pass `staging_dir` on shared storage
 (e.g. `gs://bucket/tmp`, through Beam's file systems) and install liverzoo on the workers
@@ -27,6 +29,10 @@ import uuid
 from liverzoo.data import case_pool
 from liverzoo.errors import ConfigError, DataError
 
+#: Beam 2.77's DirectRunner first tries Prism, a Go binary it downloads at run time (offline: a
+#: failed download, then a fallback); the in-process Python runner it falls back to is used
+#: directly. `--runner=PrismRunner` still asks for Prism.
+_RUNNER_ALIASES = {"DirectRunner": "FnApiRunner"}
 #: The refusal when `apache_beam` does not import.
 BEAM_MISSING = "Apache Beam is not installed; pip install liverzoo[beam]"
 
@@ -38,6 +44,23 @@ def require_beam():
     except ImportError:
         raise ConfigError(BEAM_MISSING) from None
     return apache_beam
+
+
+def make_pipeline(runner, options=()):
+    """A `beam.Pipeline` on `runner` with `options` (list or one shell-quoted string).
+
+    Raises:
+        ConfigError: Beam missing, an unknown runner, or options the runner's validation
+            refuses (e.g. Dataflow without project, region or temp_location).
+    """
+    beam = require_beam()
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = shlex.split(options) if isinstance(options, str) else list(options)
+    try:
+        return beam.Pipeline(runner=_RUNNER_ALIASES.get(runner, runner), options=PipelineOptions(options))
+    except ValueError as e:
+        raise ConfigError(f"Beam refuses runner {runner}: " + "; ".join(str(e).split("\n")).strip("; ")) from None
 
 
 class _Failure:
@@ -57,7 +80,7 @@ def _stage(job, fn):
     except Exception as e:  # noqa: BLE001 - one line naming the case, as the process pool does
         result = _Failure(f"{name}: conversion failed in a Beam worker ({type(e).__name__}: {e})")
     with FileSystems.create(path) as f:
-        f.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
     return path
 
 
@@ -67,13 +90,14 @@ class BeamPool:
     Args:
         runner: Beam runner name (`DirectRunner`, `DataflowRunner`, `FlinkRunner`, ...).
         options: Beam pipeline flags, a list or one shell-quoted string, passed unchanged
-            to `PipelineOptions` (e.g. `"--direct_num_workers=2"` or Dataflow's project,
-            region and temp_location).
+            to `PipelineOptions` (e.g. `"--direct_num_workers=2
+            --direct_running_mode=multi_processing"`, or Dataflow's project, region and
+            temp_location).
         staging_dir: folder under which a unique staging folder is made and removed at the
             end; a remote runner needs shared storage here (e.g. `gs://...`).
 
     Raises:
-        ConfigError: Beam missing, or a runner or options Beam refuses (from `map`).
+        ConfigError: Beam missing, or a runner or options Beam refuses.
 
     Example:
         >>> with BeamPool("DirectRunner", staging_dir=out) as pool:  # doctest: +SKIP
@@ -82,9 +106,9 @@ class BeamPool:
     """
 
     def __init__(self, runner="DirectRunner", options=(), staging_dir="."):
-        require_beam()
         self.runner, self.staging_dir, self._staging = runner, os.fspath(staging_dir), None
-        self.options = shlex.split(options) if isinstance(options, str) else list(options)
+        self.options = options
+        make_pipeline(runner, options)  # a bad runner or option fails here, before any work
 
     def __enter__(self):
         return self
@@ -114,7 +138,7 @@ class BeamPool:
             if progress:
                 progress(k, len(jobs), name)
             with FileSystems.open(path) as f:
-                result = pickle.loads(f.read())
+                result = pickle.load(f)
             FileSystems.delete([path])
             if isinstance(result, _Failure):
                 raise DataError(result.message)
@@ -124,17 +148,13 @@ class BeamPool:
         """Runs the pipeline over `jobs`; returns their staging paths, in job order."""
         beam = require_beam()
         from apache_beam.io.filesystems import FileSystems
-        from apache_beam.options.pipeline_options import PipelineOptions
 
         if self._staging is None:
             self._staging = FileSystems.join(self.staging_dir, f".beam-staging-{uuid.uuid4().hex}")
             FileSystems.mkdirs(self._staging)
         prefix = FileSystems.join(self._staging, f"{uuid.uuid4().hex[:8]}-")
         paths = [f"{prefix}{k:07d}.pickle" for k in range(len(jobs))]
-        try:
-            pipeline = beam.Pipeline(runner=self.runner, options=PipelineOptions(self.options))
-        except ValueError as e:  # unknown runner, or options the runner's validation refuses
-            raise ConfigError(f"Beam runner {self.runner}: " + "; ".join(str(e).split("\n")).strip("; ")) from None
+        pipeline = make_pipeline(self.runner, self.options)
         _ = (pipeline
              | "Cases" >> beam.Create([(path, name, args) for path, (name, args) in zip(paths, jobs)])
              | "Spread" >> beam.Reshuffle()  # one case per work item on runners that would fuse them
@@ -163,13 +183,14 @@ def write_dataset(cases, output_dir, *, runner="DirectRunner", beam_options=(), 
         The manifest dict, identical to the local writer's for the same arguments.
 
     Example:
+        >>> options = "--direct_num_workers=2 --direct_running_mode=multi_processing"
         >>> write_dataset(io.find_cases("LiTS"), "tfrecords/lits", preset="ds_nnunet",
-        ...               runner="DirectRunner", beam_options="--direct_num_workers=2")  # doctest: +SKIP
+        ...               runner="DirectRunner", beam_options=options)  # doctest: +SKIP
     """
     from liverzoo.data import tfrecord
 
     if "num_workers" in kwargs:
         raise ConfigError("num_workers does not apply to a Beam pipeline; set the runner's parallelism "
-                          "in beam_options (e.g. --direct_num_workers=2)")
+                          "in beam_options (e.g. --direct_num_workers=2 --direct_running_mode=multi_processing)")
     pool = BeamPool(runner, beam_options, output_dir if staging_dir is None else staging_dir)
     return tfrecord.write_dataset(cases, output_dir, pool=pool, **kwargs)
