@@ -18,6 +18,7 @@ import tempfile
 
 from liverzoo.errors import ConfigError, DataError
 
+
 def check_num_workers(num_workers):
     """Returns `num_workers` as an int; ConfigError unless it is a positive integer."""
     if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 1:
