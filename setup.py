@@ -31,12 +31,17 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
+        # Apache Beam pipeline for make_tfrecords --runner; Beam 2.77 needs protobuf<7 (TF 2.21 allows <8).
+        "beam": ["apache-beam>=2.77,<3", "protobuf>=6.31.1,<7"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",
             "medpy==0.5.2",
             "nbmake>=1.5",
             "ipykernel>=6",
+            # CI runs the Beam pipeline's tests (the "beam" extra).
+            "apache-beam>=2.77,<3",
+            "protobuf>=6.31.1,<7",
         ],
     },
 )

@@ -5,9 +5,14 @@
 
 --input_dir holds LiTS names (volume-N.nii[.gz] + segmentation-N.nii[.gz]) or the Decathlon
 layout (imagesTr/ + labelsTr/). Cases are preprocessed by --num_workers processes (default:
-every core); the shards and manifest are byte-identical for any worker count. Bad input ends in one `error: ...` line naming the file and
+every core); the shards and manifest are byte-identical for any worker count. With
+--runner (e.g. DirectRunner, DataflowRunner) the cases are converted by an Apache Beam pipeline
+instead (`pip install liverzoo[beam]`; --beam_options go to its PipelineOptions) and the files
+are the same again. Bad input ends in one `error: ...` line naming the file and
 nothing is left in --output_dir; --skip_bad continues past bad cases and lists them.
 """
+import functools
+import logging
 import os
 import sys
 
@@ -33,8 +38,13 @@ flags.DEFINE_string("target_spacing", None, "Resample to this spacing first, 'x,
 flags.DEFINE_bool("skip_bad", False, "Skip cases that cannot be read or fail checks, and list them at the end.")
 flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
                      "Processes preprocessing cases at once (default: the machine's cores); same files for any count.")
-flags.DEFINE_string("runner", None, "Apache Beam runner (DirectRunner, DataflowRunner, ...). Not available: "
-                    "apache-beam cannot be installed beside TensorFlow 2.21's protobuf 7 (see docs/data.md).")
+flags.DEFINE_string("runner", None, "Convert on Apache Beam with this runner (DirectRunner, DataflowRunner, "
+                    "FlinkRunner, ...) instead of --num_workers processes; needs `pip install liverzoo[beam]`.")
+flags.DEFINE_string("beam_options", "", "With --runner: pipeline flags for Beam's PipelineOptions, one string, e.g. "
+                    "'--direct_num_workers=2 --direct_running_mode=multi_processing' or Dataflow's "
+                    "'--project=... --region=... --temp_location=gs://...'.")
+flags.DEFINE_string("beam_staging_dir", None, "With --runner: where per-case results are staged (default: "
+                    "--output_dir); a remote runner needs storage its workers share with this process, e.g. gs://.")
 
 
 def _target_spacing(text):
@@ -74,8 +84,9 @@ class _Progress:
 
 
 def main(argv):
-    from liverzoo.data import io, preprocess
+    from liverzoo.data import beam_pipeline, io, preprocess
     from liverzoo.errors import ConfigError
+    from liverzoo.quiet import silenced_stderr
 
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -90,9 +101,18 @@ def main(argv):
     if FLAGS.num_workers < 1:
         raise ConfigError(f"--num_workers={FLAGS.num_workers}: must be at least 1")
     if FLAGS.runner:
-        from liverzoo.data.case_pool import BEAM_UNAVAILABLE
-
-        raise ConfigError(f"--runner={FLAGS.runner}: {BEAM_UNAVAILABLE}")
+        if FLAGS["num_workers"].present:
+            raise ConfigError("--num_workers does not apply with --runner: set Beam's parallelism in --beam_options "
+                              "(e.g. --beam_options=\"--direct_num_workers=2 --direct_running_mode=multi_processing\")")
+        # Importing Beam logs notices about optional Google Cloud clients; the runner's INFO lines too.
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        try:
+            with silenced_stderr():
+                beam_pipeline.make_pipeline(FLAGS.runner, FLAGS.beam_options)
+        except ConfigError as e:
+            raise ConfigError(f"--runner={FLAGS.runner}: {e}") from None
+    elif FLAGS.beam_options or FLAGS.beam_staging_dir:
+        raise ConfigError("--beam_options and --beam_staging_dir need --runner (e.g. --runner=DirectRunner)")
     if FLAGS.inplane_size is not None and FLAGS.inplane_size < 0:
         raise ConfigError(f"--inplane_size={FLAGS.inplane_size}: must be 0 (keep) or a positive size")
     target_spacing = _target_spacing(FLAGS.target_spacing)
@@ -102,14 +122,19 @@ def main(argv):
 
     from liverzoo.data import tfrecord
 
+    if FLAGS.runner:
+        write = functools.partial(beam_pipeline.write_dataset, runner=FLAGS.runner, beam_options=FLAGS.beam_options,
+                                  staging_dir=FLAGS.beam_staging_dir)
+    else:
+        write = functools.partial(tfrecord.write_dataset, num_workers=FLAGS.num_workers)
     progress = _Progress()
     try:
-        manifest = tfrecord.write_dataset(
+        manifest = write(
             cases, FLAGS.output_dir, preset=FLAGS.preset, num_shards=FLAGS.num_shards,
             val_fraction=FLAGS.val_fraction, seed=FLAGS.seed,
             compression=None if FLAGS.compression == "none" else "GZIP",
             inplane_size=FLAGS.inplane_size, target_spacing=target_spacing,
-            skip_bad=FLAGS.skip_bad, progress=progress, num_workers=FLAGS.num_workers)
+            skip_bad=FLAGS.skip_bad, progress=progress)
     finally:
         progress.close()
     splits = manifest["splits"]

@@ -18,11 +18,6 @@ import tempfile
 
 from liverzoo.errors import ConfigError, DataError
 
-#: Why there is no Apache Beam pipeline (checked 2026-12 with pip's resolver).
-BEAM_UNAVAILABLE = ("Apache Beam is not installable beside TensorFlow 2.21 here: apache-beam 2.77.0 (the newest) "
-                    "requires protobuf<7, and this environment has protobuf 7.36.2 (TensorFlow 2.21 allows "
-                    "protobuf>=6.31.1,<8); use --num_workers for parallel conversion")
-
 
 def check_num_workers(num_workers):
     """Returns `num_workers` as an int; ConfigError unless it is a positive integer."""
@@ -31,16 +26,21 @@ def check_num_workers(num_workers):
     return int(num_workers)
 
 
+def run_case(fn, args):
+    """`fn(*args)`, or the `DataError` it raised (a bad case is a result; the caller may skip it)."""
+    try:
+        return fn(*args)
+    except DataError as e:
+        return e
+
+
 def _run_staged(fn, args, path):
     """Worker side: `fn(*args)` pickled to `path`; a DataError is the result, not a failure.
 
     `path + ".started"` marks the job as in flight, to name it if the process dies.
     """
     open(path + ".started", "wb").close()
-    try:
-        result = fn(*args)
-    except DataError as e:
-        result = e
+    result = run_case(fn, args)
     with open(path, "wb") as f:
         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
     return path
@@ -95,10 +95,7 @@ class CasePool:
             for k, (name, args) in enumerate(jobs):
                 if progress:
                     progress(k, len(jobs), name)
-                try:
-                    yield name, fn(*args)
-                except DataError as e:
-                    yield name, e
+                yield name, run_case(fn, args)
             return
         if self._pool is None:
             self._staging = tempfile.mkdtemp(prefix=".staging-", dir=self.staging_dir)

@@ -16,9 +16,14 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 TF_LOG = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d:\d\d)")
 
 
-def run_tool(*flags):
-    result = subprocess.run([sys.executable, str(REPO / "tools" / "make_tfrecords.py"), *flags], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+def run_tool(*flags, without_beam=False):
+    """Runs the tool; `without_beam` makes `import apache_beam` fail, as where the extra is not installed."""
+    command = [sys.executable, str(REPO / "tools" / "make_tfrecords.py"), *flags]
+    if without_beam:
+        command[1:2] = ["-c", "import runpy, sys; sys.modules['apache_beam'] = None; sys.argv = sys.argv[1:]; "
+                        f"sys.path.insert(0, {str(REPO / 'tools')!r}); "
+                        "runpy.run_path(sys.argv[0], run_name='__main__')", str(REPO / "tools" / "make_tfrecords.py")]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     stderr = [line for line in result.stderr.splitlines() if line.strip() and not TF_LOG.match(line)]
     return result, stderr
 
@@ -58,6 +63,27 @@ def test_decathlon_layout_with_skip_bad(tmp_path):
         {n: (tmp_path / "one" / n).read_bytes() for n in os.listdir(tmp_path / "one")}
 
 
+def test_runner_direct_writes_the_same_files(tmp_path):
+    pytest.importorskip("apache_beam")
+    from liverzoo.data import io, tfrecord
+
+    (tmp_path / "in").mkdir()
+    for k in range(3):
+        save_phantom(tmp_path / "in" / f"volume-{k}.nii.gz", tmp_path / "in" / f"segmentation-{k}.nii.gz",
+                     (24, 24, 6), seed=k)
+    out = tmp_path / "beam"
+    result, stderr = run_tool(f"--input_dir={tmp_path / 'in'}", f"--output_dir={out}", "--preset=lv_net",
+                              "--inplane_size=16", "--num_shards=2", "--val_fraction=0.34", "--runner=DirectRunner",
+                              "--beam_options=--direct_num_workers=1")
+    assert result.returncode == 0, result.stderr
+    assert [line.split("] ")[1] for line in stderr] == [f"{k + 1}/3 volume-{k}" for k in range(3)]
+    assert "wrote 2 train + 1 val cases" in result.stdout
+    tfrecord.write_dataset(io.find_cases(tmp_path / "in"), tmp_path / "local", preset="lv_net", inplane_size=16,
+                           num_shards=2, val_fraction=0.34)
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == \
+        {n: (tmp_path / "local" / n).read_bytes() for n in os.listdir(tmp_path / "local")}
+
+
 def test_bad_case_one_error_line_and_previous_output_kept(tmp_path):
     (tmp_path / "in").mkdir()
     for k in range(2):
@@ -89,19 +115,24 @@ def test_bad_case_one_error_line_and_previous_output_kept(tmp_path):
     (None, ["--target_spacing=1,x"], "--target_spacing=1,x"),
     (None, ["--num_workers=0"], "--num_workers=0: must be at least 1"),
     (None, ["--num_workers=-3"], "--num_workers=-3: must be at least 1"),
-    (None, ["--runner=DirectRunner"], "--runner=DirectRunner: Apache Beam is not installable beside TensorFlow 2.21"),
+    ("no_beam", ["--runner=DirectRunner"],
+     "--runner=DirectRunner: Apache Beam is not installed; pip install liverzoo[beam]"),
+    (None, ["--runner=NoSuchRunner"], "--runner=NoSuchRunner: Beam refuses runner NoSuchRunner"),
+    (None, ["--runner=DirectRunner", "--num_workers=2"], "--num_workers does not apply with --runner"),
+    (None, ["--beam_options=--direct_num_workers=2"], "--beam_options and --beam_staging_dir need --runner"),
 ])
 def test_fast_errors(tmp_path, setup, flags, message):
     (tmp_path / "in").mkdir()
     output = tmp_path / "out"
     if setup == "unpaired":
         (tmp_path / "in" / "volume-1.nii").write_bytes(b"")
-    if setup in ("blocked", None):
+    if setup in ("blocked", "no_beam", None):
         save_phantom(tmp_path / "in" / "volume-1.nii", tmp_path / "in" / "segmentation-1.nii", (8, 8, 2))
     if setup == "blocked":
         (tmp_path / "file").write_text("")
         output = tmp_path / "file" / "out"
-    result, stderr = run_tool(f"--input_dir={tmp_path / 'in'}", f"--output_dir={output}", "--preset=lv_net", *flags)
+    result, stderr = run_tool(f"--input_dir={tmp_path / 'in'}", f"--output_dir={output}", "--preset=lv_net", *flags,
+                              without_beam=setup == "no_beam")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(stderr) == 1 and stderr[0].startswith("error: ") and message in stderr[0], result.stderr
     assert not output.exists()

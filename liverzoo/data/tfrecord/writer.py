@@ -67,7 +67,7 @@ def _require_label(volume, case_id):
 
 def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, seed=0, compression="GZIP",
                   inplane_size=None, target_spacing=None, split=None, skip_bad=False, progress=None,
-                  num_workers=1):
+                  num_workers=1, pool=None):
     """Preprocesses labelled cases and writes them as sharded TFRecords plus a manifest.
 
     Each case is stored once (see tfrecords/README.md). Cases are split into train and
@@ -99,6 +99,9 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
         num_workers: processes preprocessing cases at once (see `case_pool.CasePool`);
             1 works in this process. A worker that fails other than with DataError, or
             dies, stops the writer with a DataError naming the case.
+        pool: optional object with `CasePool`'s `map` and `with` protocol used instead of
+            a pool of `num_workers` (e.g. `beam_pipeline.BeamPool`: cases on Apache Beam);
+            the files are the same.
 
     Returns:
         The manifest dict (also written to `output_dir/manifest.json`).
@@ -133,7 +136,7 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
     cases = sorted(cases, key=lambda c: c.case_id)
     skipped = {}
     # One pool for both passes over the cases: each worker imports TensorFlow once.
-    with case_pool.CasePool(min(num_workers, len(cases)), output_dir) as pool:
+    with case_pool.CasePool(min(num_workers, len(cases)), output_dir) if pool is None else pool as pool:
         effective = _dataset_preset(cases, splits, base_preset, skip_bad, skipped, progress, pool)
         effective = dataclasses.replace(
             effective,
