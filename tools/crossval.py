@@ -24,6 +24,7 @@ flags.DEFINE_integer("epochs", None, "Epochs per fold (default: the demo's).", l
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: the demo's).", lower_bound=1)
 flags.DEFINE_string("model_kwargs", None, "Builder options as JSON (e.g. a narrower model).")
 flags.DEFINE_integer("seed", 0, "Seed of weights, sampling and the fold order.")
+flags.DEFINE_list("patients", None, "Held-out patients to run (default: every whole-abdomen patient).")
 flags.mark_flags_as_required(["model"])
 
 
@@ -36,7 +37,7 @@ def main(argv):
         raise ConfigError(f"--model_kwargs={FLAGS.model_kwargs}: not valid JSON") from None
     crossval.leave_one_patient_out(training.TrainConfig(
         model=FLAGS.model, model_dir=FLAGS.model_dir, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
-        model_kwargs=kwargs, seed=FLAGS.seed, verbose=2))
+        model_kwargs=kwargs, seed=FLAGS.seed, verbose=2), patients=FLAGS.patients)
 
 
 if __name__ == "__main__":

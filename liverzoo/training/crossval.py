@@ -37,12 +37,13 @@ def _score(model_path, ct):
     return float(liver), None if tumor is None else float(tumor)
 
 
-def leave_one_patient_out(config, *, log=print):
+def leave_one_patient_out(config, *, patients=None, log=print):
     """Trains and scores one fold per held-out whole-abdomen demo patient.
 
     Args:
         config: a `TrainConfig` for the demo data (`data=None`); `model_dir` is the parent of
             the per-patient runs (default `runs/crossval_MODEL`); `num_folds`/`fold` are set here.
+        patients: the held-out patients to run (default: every whole-abdomen patient).
         log: where progress and the table go.
 
     Returns:
@@ -58,8 +59,14 @@ def leave_one_patient_out(config, *, log=print):
     if config.data is not None:
         raise ConfigError(f"--data={config.data}: cross-validation runs on the embedded demo patients (no --data)")
     parent = config.model_dir or os.path.join("runs", f"crossval_{config.model}")
+    unknown = sorted(set(patients or ()) - set(demo.FULL_FIELD_OF_VIEW))
+    if unknown:
+        raise ConfigError(f"--patients: {', '.join(unknown)} is not a whole-abdomen demo patient "
+                          f"({', '.join(demo.FULL_FIELD_OF_VIEW)})")
     rows = []
     for fold, held, split in patient_folds(config.seed):
+        if patients and held not in patients:
+            continue
         if held not in demo.FULL_FIELD_OF_VIEW:
             log(f"fold {fold}: {held} is a liver crop, not a whole abdomen: not a held-out patient here")
             continue
