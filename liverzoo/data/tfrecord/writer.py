@@ -43,14 +43,21 @@ def _dataset_preset(cases, splits, preset, skip_bad, skipped, progress, pool):
     samples = []
     jobs = [(c.case_id, (c,)) for c in cases if splits[c.case_id] == "train"]
     step = None if progress is None else (lambda k, n, case_id: progress(k, n, f"{case_id} (intensity statistics)"))
-    for case_id, result in pool.map(_case_samples, jobs, step):
+    for _, result in _good_results(pool.map(_case_samples, jobs, step), skip_bad, skipped):
+        samples.append(result)
+    return preprocess.with_ct_statistics(preset, samples)
+
+
+def _good_results(results, skip_bad, skipped):
+    """The `(case_id, result)` pairs of a pool's results whose case did not fail; a failed case
+    (a DataError result) stops the writer, or with `skip_bad` is recorded in `skipped`."""
+    for case_id, result in results:
         if isinstance(result, DataError):
             if not skip_bad:
                 raise result
             skipped[case_id] = str(result)
             continue
-        samples.append(result)
-    return preprocess.with_ct_statistics(preset, samples)
+        yield case_id, result
 
 
 def _case_samples(case):
@@ -155,13 +162,7 @@ def write_dataset(cases, output_dir, *, preset, num_shards=4, val_fraction=0.2, 
             position = {s: 0 for s in _SPLITS}
             jobs = [(c.case_id, (c, effective, seed)) for c in cases if c.case_id not in skipped]
             step = _ProgressOverAll(progress, cases)
-            for case_id, result in pool.map(_prepare_case, jobs, step):
-                if isinstance(result, DataError):
-                    if not skip_bad:
-                        raise result
-                    skipped[case_id] = str(result)
-                    continue
-                entry, record = result
+            for case_id, (entry, record) in _good_results(pool.map(_prepare_case, jobs, step), skip_bad, skipped):
                 s = splits[case_id]
                 key = (s, position[s] % slots[s])
                 position[s] += 1
