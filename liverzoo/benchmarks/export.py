@@ -94,7 +94,7 @@ def fine_tuned_model(name, cases=None, *, shape=None, num_inputs=4):
 
     Args:
         name: zoo model name.
-        cases: `liverzoo.data.demo.demo_cases()` (loaded if None).
+        cases: `liverzoo.data.demo.demo_cases()` (LiTS 117 is taken from them, else loaded).
         shape: input shape instead of the test size.
         num_inputs: comparison inputs returned.
 
@@ -108,16 +108,32 @@ def fine_tuned_model(name, cases=None, *, shape=None, num_inputs=4):
     import keras
 
     from liverzoo import export, models
-    from liverzoo.data import demo
 
     spec = models.SPECS[name]
     shape = shape or spec.tiny_input_shape
     keras.utils.set_random_seed(0)
     model = models.build(name, input_shape=shape, **spec.tiny_kwargs)
-    train = (cases or demo.demo_cases())[2]
+    train = _fine_tune_case(cases)
     images, labels = export.sample_inputs([train], shape, spec.preset, num_samples=12)
     fine_tune(model, images, labels, steps=spec.export.fine_tune_steps)
     return model, export.sample_inputs([train], shape, spec.preset, num_samples=num_inputs)[0]
+
+
+#: LiTS 117's inferior slices: the fine-tune data of the int8 fidelity figures (README, tests).
+FINE_TUNE_SLICES = (0, 59)
+
+
+def _fine_tune_case(cases=None):
+    """LiTS 117's slices FINE_TUNE_SLICES (liver and tumor) as a `CTVolume`."""
+    import dataclasses
+
+    from liverzoo.data import demo
+
+    lits = next((c for c in cases if c.case_id == "lits117"), None) if cases else None
+    lits = lits or demo.load_demo_volume("lits117")
+    start, stop = FINE_TUNE_SLICES
+    return dataclasses.replace(lits, array=np.ascontiguousarray(lits.array[:, :, start:stop]),
+                               label=np.ascontiguousarray(lits.label[:, :, start:stop]), case_id="lits117_inferior")
 
 
 def lite_latency(path, *, repeats=5):
