@@ -26,7 +26,7 @@ def _run(args, **kwargs):
 # in tests/training/test_config.py. These cover the CLI's own parsing and its error path.
 BAD_FLAGS = [
     (["--model=nope"], "error: --model='nope' is not a zoo model"),
-    (["--model=residual_unet", "--epochs=abc"], "error: flag --epochs=abc"),
+    (["--model=residual_unet", "--epochs=abc"], "error: --epochs='abc': invalid literal for int()"),
     (["--model=residual_unet", "--data=/no/such/dir"], "error: --data=/no/such/dir"),
     (["--model=residual_unet", "--model_kwargs={bad"], "error: --model_kwargs={bad: not valid JSON"),
     (["--model=residual_unet", "--input_shape=64,x,1"], "error: --input_shape=64,x,1"),

@@ -45,10 +45,10 @@ def test_demo_data_is_prepared_at_the_model_input_size(tmp_path):
                                                                  model_dir=str(tmp_path)))
     train_files, val_files = training_data.prepare_data(config, source, str(tmp_path), log=lambda *a: None)
     val = list(tfrecord.read_cases(val_files, split="all"))
-    assert [c.case_id for c in val] == ["lits117_superior"]  # the fixed demo split
-    assert val[0].image.shape[:2] == (32, 32) and set(np.unique(val[0].label)) == {0, 1, 2}
+    assert [c.case_id for c in val] == ["slab"]  # the fixed demo split, by patient
+    assert val[0].image.shape[:2] == (32, 32) and set(np.unique(val[0].label)) == {0, 1}
     assert sorted(c.case_id for c in tfrecord.read_cases(train_files, split="all")) == [
-        "dcmqi", "lits117_inferior", "totalseg"]
+        "dcmqi", "lits117", "totalseg"]
 
 
 def test_nifti_folder_is_preprocessed_into_shards_with_a_held_out_case(tmp_path):
