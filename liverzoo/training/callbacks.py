@@ -21,6 +21,15 @@ from liverzoo.training.precise_bn import batchnorm_step, recompute_batchnorm_sta
 def case_dice(probs, label):
     """Liver and tumor Dice of one whole case from class probabilities `(X, Y, Z, C)`.
 
+    Returns:
+        `(liver_dice, tumor_dice)` of the argmax labels (`mask_dice`).
+    """
+    return mask_dice(np.argmax(probs, axis=-1), label)
+
+
+def mask_dice(pred, label):
+    """Liver and tumor Dice of one whole case from predicted labels `(X, Y, Z)`.
+
     Liver is every voxel labelled liver or tumor (LiTS); an empty reference and empty
     prediction give 1.0 (`liverzoo.metrics.dice`).
 
@@ -29,7 +38,6 @@ def case_dice(probs, label):
     """
     from liverzoo import metrics
 
-    pred = np.argmax(probs, axis=-1)
     return metrics.dice(pred >= 1, label >= 1), metrics.dice(pred == 2, label == 2)
 
 
@@ -112,7 +120,7 @@ class ValidationCallback(keras.callbacks.Callback):
             mask = inference.segment(self._predict, ct, kind=layout.name, preset=self.config.preset,
                                      input_shape=shape, inplane_size=self.inplane_size, step=step,
                                      num_classes=num_classes)
-            liver, tumor = case_dice(np.eye(num_classes, dtype=np.float32)[mask], ct.label)
+            liver, tumor = mask_dice(mask, ct.label)
             cases[ct.case_id] = {"liver_dice": float(liver), "tumor_dice": float(tumor)}
             if overlay is None:
                 z = int(np.argmax((ct.label == 2).sum((0, 1)) * 10 + (ct.label == 1).sum((0, 1))))
