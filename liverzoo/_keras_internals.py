@@ -178,6 +178,23 @@ def inbound_node_count(layer):
     return len(layer._inbound_nodes)
 
 
+def graph_consumers(model):
+    """`{id(layer): [layers that read its output]}` in this functional model's own graph.
+
+    Why: Keras has no public consumer lookup; the graph's nodes (`_nodes_by_depth`) and each
+    input tensor's producer (`_keras_history`) give it, ignoring calls of a shared layer in
+    other graphs.
+    """
+    check_versions("rewriting concatenation + batch norm for TFLite")
+    consumers = {}
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            for tensor in node.input_tensors:
+                producer = tensor._keras_history.operation
+                consumers.setdefault(id(producer), []).append(node.operation)
+    return consumers
+
+
 # --- FLOP counts (the TensorFlow profiler) -----------------------------------------------------
 # Why: TF 2 has no public FLOP counter; `tensorflow.python.profiler` counts a concrete function's
 # graph. TF registers FLOP statistics for Conv2DBackpropInput but not for its 3D twin, so

@@ -102,3 +102,44 @@ def test_inference_model_drops_heads_and_dropout(tmp_path):
     runner = lite.LiteModel(path)
     assert runner.input_shape == (16, 16, 3) and runner.output_shape == (16, 16, 3)
     np.testing.assert_allclose(runner.predict(x), expected, atol=1e-5)
+
+
+def _concat_norm_model():
+    """Two branches of very different ranges joined and batch-normalised (a U-Net's long skip)."""
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 2))
+    skip = keras.layers.Conv2D(3, 3, padding="same", name="skip")(image)
+    deep = keras.layers.Conv2D(5, 3, padding="same", kernel_initializer=keras.initializers.Constant(3.0),
+                               name="deep")(image)
+    x = keras.layers.Concatenate(name="concat")([deep, skip])
+    x = keras.layers.BatchNormalization(name="norm")(x)
+    x = keras.layers.Conv2D(3, 1, name="logits")(x)
+    model = keras.Model(image, keras.layers.Softmax(name="probs")(x), name="concat_norm")
+    rng = np.random.default_rng(2)
+    norm = model.get_layer("norm")
+    gamma, beta, mean, var = norm.get_weights()
+    norm.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(size=beta.shape),
+                      rng.normal(size=mean.shape), rng.uniform(0.5, 4, var.shape)])
+    return model
+
+
+def test_batch_norm_after_concat_moves_in_front_of_it():
+    """Same function in float; the batch norm is applied per input (NormalizedConcatenate)."""
+    from liverzoo.layers import NormalizedConcatenate
+
+    model = _concat_norm_model()
+    rewritten = export.lite_compatible(model)
+    assert isinstance(rewritten.get_layer("concat"), NormalizedConcatenate)
+    assert isinstance(rewritten.get_layer("norm"), keras.layers.Identity)
+    assert type(model.get_layer("concat")) is keras.layers.Concatenate  # the model given is left alone
+    x = np.random.default_rng(3).standard_normal((3, 8, 8, 2)).astype("float32")
+    np.testing.assert_allclose(np.asarray(rewritten(x)), np.asarray(model(x)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(export.lite_compatible(model)(x)), np.asarray(model(x)), atol=1e-6)
+
+
+def test_concat_read_by_more_than_the_norm_is_kept():
+    image = keras.Input((8, 8, 2))
+    joined = keras.layers.Concatenate(name="concat")([image, image])
+    out = keras.layers.Add()([keras.layers.BatchNormalization(name="norm")(joined), joined])
+    model = keras.Model(image, out)
+    assert export.lite_compatible(model) is model
