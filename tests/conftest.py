@@ -19,6 +19,12 @@ def real_ct_dir():
 
 
 @pytest.fixture(scope="session")
+def trained_checkpoint():
+    """The demo run's best.keras (residual_unet, 240 steps on three demo patients; its README)."""
+    return REPO / "tests" / "data" / "trained" / "residual_unet_demo.keras"
+
+
+@pytest.fixture(scope="session")
 def real_dicom_dir():
     """Real DICOM: a JPEG 2000 series, three uncompressed slices, a dcmqi SEG (see its README)."""
     return REAL_DICOM

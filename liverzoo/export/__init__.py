@@ -12,7 +12,8 @@ updates inactive). One module per step:
   load in LiteRT, with the zoo metadata embedded (`liverzoo.lite`).
 - `rewrite`: the inference-only graph and the Conv3D -> folded-2D rewrite of TFLite files.
 - `calibration`: real CT inputs for int8 calibration and verification.
-- `verify`: `verify_tflite` runs a file in LiteRT on real CT and writes a JSON report beside it.
+- `verify`: `verify_tflite` runs a file in LiteRT on real CT and writes a JSON report beside it;
+  `verify_volumes` segments whole CT volumes with the file and with its checkpoint.
 - `pipeline`: `export_model`, what tools/export.py runs.
 
 Background: 002_7138868b57b69ed8.txt (Pandey et al.) aims at mobile diagnosis;
@@ -35,12 +36,12 @@ from liverzoo.export.saved_model import export_saved_model, input_name
 from liverzoo.export.tflite import (
     CLASS_NAMES, METADATA_VERSION, QUANTIZE_MODES, TFLiteExporter, convert_tflite, write_tflite, zoo_metadata,
 )
-from liverzoo.export.verify import verify_tflite
+from liverzoo.export.verify import verify_tflite, verify_volumes
 from liverzoo.lite import OUTPUT_NAME, SIGNATURE, float_ops, read_metadata, tflite_ops
 
 __all__ = [
     "CLASS_NAMES", "FORMATS", "MIN_AGREEMENT", "METADATA_VERSION", "OUTPUT_NAME", "ExportRefused", "QUANTIZE_MODES", "SIGNATURE", "TFLiteExporter",
     "calibration_inputs", "convert_tflite", "demo_inputs", "export_model", "export_saved_model", "float_ops",
     "inference_model", "input_name", "lite_compatible", "read_metadata", "sample_inputs", "tflite_ops",
-    "verify_tflite", "write_tflite", "zoo_metadata",
+    "verify_tflite", "verify_volumes", "write_tflite", "zoo_metadata",
 ]
