@@ -14,6 +14,7 @@ import keras
 
 from liverzoo.errors import ConfigError, DataError
 from liverzoo.training import callbacks as callbacks_lib
+from liverzoo.training.allocator import keep_freed_memory
 from liverzoo.training import distribute
 from liverzoo.training.config import resolve, stage_plan
 from liverzoo.training.data import (data_inplane_size, inspect_data, prepare_data, run_split, training_dataset,
@@ -122,6 +123,7 @@ def train(config, log=None):
     """
     log = log or (lambda *a: print(*a, flush=True))
     config, source, tf_config = prepare(config)
+    keep_freed_memory()  # every step would page-fault its large activations in again
 
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before other TF ops.
     strategy = distribute.make_strategy(config.strategy, tf_config)
