@@ -5,9 +5,8 @@ the demo's residual U-Net) with a fresh `mmap` and returns it with `munmap` when
 every training step page-faults its activations in again: 470,000 minor faults and 1.6 s of
 kernel time per demo step on the 2-core VM (5.5 s per step). Serving those allocations from
 the heap and never trimming it (`mallopt(M_MMAP_MAX, 0)`, a high `M_TRIM_THRESHOLD`) cut that
-to 27,000-61,000 faults and 0.1-0.2 s (3.4-4.2 s per step) at +0.15 GB peak RSS
-(`python tools/benchmark.py models` does not cover it; measured with a 6-step loop). Training
-only: inference keeps the default so that its peak memory stays what the benchmarks report.
+to 27,000-61,000 faults and 0.1-0.2 s (3.4-4.2 s per step) at +0.15 GB peak RSS, in a
+6-step loop on the shared VM. Training only: inference keeps the default so that its peak memory stays what the benchmarks report.
 """
 import ctypes
 import ctypes.util
