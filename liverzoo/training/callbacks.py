@@ -93,6 +93,7 @@ class ValidationCallback(keras.callbacks.Callback):
         self.work_dir = work_dir
         self.best_path = os.path.join(work_dir, "best.json")
         self.best = None
+        self.tumor_labelled = False  # set by evaluate(): any validation case with tumor voxels
         self.last_scores = None
         self.last_overlay = (None, None)
         self._predict = None
@@ -122,6 +123,7 @@ class ValidationCallback(keras.callbacks.Callback):
                                      num_classes=num_classes)
             liver, tumor = mask_dice(mask, ct.label)
             cases[ct.case_id] = {"liver_dice": float(liver), "tumor_dice": float(tumor)}
+            self.tumor_labelled = self.tumor_labelled or bool(np.any(ct.label == 2))
             if overlay is None:
                 z = int(np.argmax((ct.label == 2).sum((0, 1)) * 10 + (ct.label == 1).sum((0, 1))))
                 overlay = np.concatenate([_overlay(ct.array[:, :, z], ct.label[:, :, z]),
@@ -136,6 +138,7 @@ class ValidationCallback(keras.callbacks.Callback):
             probs = probs[: size[0], : size[1]]
             liver, tumor = case_dice(probs, case.label)
             cases[case.case_id] = {"liver_dice": float(liver), "tumor_dice": float(tumor)}
+            self.tumor_labelled = self.tumor_labelled or bool(np.any(case.label == 2))
             if overlay is None:
                 z = int(np.argmax((case.label == 2).sum((0, 1)) * 10 + (case.label == 1).sum((0, 1))))
                 pred = np.argmax(probs[:, :, z], axis=-1)
@@ -173,9 +176,14 @@ class ValidationCallback(keras.callbacks.Callback):
             with open(os.path.join(self.work_dir, "validation.jsonl"), "a") as f:
                 f.write(json.dumps(self.last_scores, sort_keys=True) + "\n")
         self._save("last.keras")
-        key = (scores["tumor_dice"], scores["liver_dice"])
+        # Tumor first only when a validation case has tumor: on tumor-free cases tumor Dice is
+        # 1 or 0 by whether any false-positive voxel exists, and ranking on it picked a demo
+        # epoch with held-out liver Dice 0.770 over one with 0.917.
+        def key(s):
+            return (s["tumor_dice"], s["liver_dice"]) if self.tumor_labelled else (s["liver_dice"],)
+
         # Every worker has the same weights and scores, so all take the same decision.
-        if self.best is None or key > (self.best["tumor_dice"], self.best["liver_dice"]):
+        if self.best is None or key(scores) > key(self.best):
             self.best = {"epoch": epoch + 1, "tumor_dice": scores["tumor_dice"], "liver_dice": scores["liver_dice"],
                          "cases": scores["cases"]}
             self._save("best.keras")
