@@ -53,7 +53,7 @@ def lite_compatible(model):
     and the batch norm an `Identity`: int8 CONCATENATION gives all inputs one scale, which
     rounded the residual U-Net's first long skip (range ~0.7 under a scale set by decoder
     features of range ~15) to about 12 levels; the demo checkpoint's int8 file agreed with
-    Keras on 0.974 of voxels because of it.
+    Keras on 0.9806 of the voxels of the demo volumes because of it (0.9990 with the rewrite).
 
     Args:
         model: functional Keras model.

@@ -6,7 +6,9 @@ every training step page-faults its activations in again: 470,000 minor faults a
 kernel time per demo step on the 2-core VM (5.5 s per step). Serving those allocations from
 the heap and never trimming it (`mallopt(M_MMAP_MAX, 0)`, a high `M_TRIM_THRESHOLD`) cut that
 to 27,000-61,000 faults and 0.1-0.2 s (3.4-4.2 s per step) at +0.15 GB peak RSS, in a
-6-step loop on the shared VM. Training only: inference keeps the default so that its peak memory stays what the benchmarks report.
+6-step loop on the shared VM. The trainer calls it; the setting is process-wide from then on
+(tools/crossval.py's scoring after training keeps it), while predict and the inference
+benchmarks, which run in their own processes, keep glibc's default.
 """
 import ctypes
 import ctypes.util
