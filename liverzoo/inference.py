@@ -321,6 +321,7 @@ def segment(
     postprocess=True,
     return_probabilities=False,
     streaming=True,
+    as_file=False,
     **predict_kwargs,
 ):
     """Liver/tumor label map of a raw-HU CT volume, on the CT's own grid.
@@ -344,11 +345,14 @@ def segment(
         streaming: predict slab by slab (`liverzoo.streaming.segment_slabs`: no whole-volume
             float array; same masks). False runs the whole-volume reference path, which
             `return_probabilities` and presets that resample along z (ynet3d) also take.
+        as_file: return the labels as a `liverzoo.maskfile.MaskFile` (a temporary file that
+            `liverzoo.data.io.save_mask` writes slab by slab) instead of an array: with
+            streaming, memory then does not grow with the scan's length.
         **predict_kwargs: passed to `predict_volume` (stride, window, step, weighting,
             batch_size, tta_flip, num_classes, progress).
 
     Returns:
-        uint8 `(X, Y, Z)` labels 0/1/2, or `(labels, probabilities)`.
+        uint8 `(X, Y, Z)` labels 0/1/2 (a `MaskFile` with `as_file`), or `(labels, probabilities)`.
 
     Raises:
         ConfigError: the model's kind/preset/input shape cannot be determined.
@@ -374,7 +378,8 @@ def segment(
     if (streaming or isinstance(ct, slabs.NiftiSlabs)) and not return_probabilities and not resamples_z:
         source = ct if isinstance(ct, slabs.NiftiSlabs) else slabs.MemorySlabs(ct)
         return slabs.segment_slabs(predict_fn, source, layout=layout, preset=preset, input_shape=input_shape,
-                                   inplane_size=inplane_size, postprocess=postprocess, **predict_kwargs)
+                                   inplane_size=inplane_size, postprocess=postprocess, as_file=as_file,
+                                   **predict_kwargs)
     if isinstance(ct, slabs.NiftiSlabs):
         from liverzoo.data import io
 
@@ -389,4 +394,10 @@ def segment(
     del probs  # the score buffer is not needed by post-processing
     if postprocess:
         labels = clean(labels)
+    if as_file:
+        from liverzoo.maskfile import MaskFile
+
+        masks = MaskFile(labels.shape)
+        masks.write(0, labels)
+        labels = masks
     return (labels, full) if return_probabilities else labels

@@ -286,7 +286,7 @@ def _dequantize(q, detail):
 
 
 def segment_nifti(tflite_path, nifti_in, nifti_out, *, kind=None, preset=None, num_threads=2,
-                  postprocess=True, **predict_kwargs):
+                  postprocess=True, return_mask=False, **predict_kwargs):
     """Segments a CT volume with a `.tflite` file and writes the mask, without TensorFlow.
 
     The steps a phone app mirrors: read the zoo metadata from the file, load the CT
@@ -294,7 +294,9 @@ def segment_nifti(tflite_path, nifti_in, nifti_out, *, kind=None, preset=None, n
     preprocess with the model's preset, run overlapping batch-1 inputs through LiteRT
     (`liverzoo.runtime.load_segmenter`: `LiteModel.predict` in `liverzoo.inference.segment`),
     resample to the CT grid, argmax, post-process, and write a uint8 mask with the input's
-    affine and shape (atomically).
+    affine and shape (atomically). A NIfTI input is read, segmented, post-processed and
+    written slab by slab (`liverzoo.streaming`, `liverzoo.maskfile`): peak memory does not
+    grow with the number of slices unless `return_mask` asks for the whole mask.
 
     Args:
         tflite_path: a `.tflite` file written by `liverzoo.export` (or any file, with
@@ -305,11 +307,13 @@ def segment_nifti(tflite_path, nifti_in, nifti_out, *, kind=None, preset=None, n
         preset: preprocessing preset name; default from the file's metadata.
         num_threads: LiteRT CPU threads.
         postprocess: largest liver component, holes filled, tumor inside the liver.
+        return_mask: return the whole mask as an array (memory for every voxel).
         **predict_kwargs: passed to `liverzoo.inference.predict_volume` (stride, window,
             step, weighting, batch_size, tta_flip, progress).
 
     Returns:
-        The uint8 `(X, Y, Z)` mask in canonical orientation.
+        Voxels per label `[background, liver, tumor]` (int64 array), or with `return_mask` the
+        uint8 `(X, Y, Z)` mask in canonical orientation.
 
     Raises:
         ConfigError: the file has no metadata and `kind`/`preset` are not given.
@@ -324,6 +328,6 @@ def segment_nifti(tflite_path, nifti_in, nifti_out, *, kind=None, preset=None, n
     segmenter = runtime.load_segmenter(tflite_path, kind=kind, preset=preset, num_threads=num_threads)
     segmenter.require_preprocessing("pass kind= and preset=")
     ct = runtime.open_volume(nifti_in)  # a NIfTI file is read slab by slab (liverzoo.streaming)
-    mask = segmenter.segment(ct, postprocess=postprocess, **predict_kwargs)
-    io.save_mask(mask, ct, nifti_out)
-    return mask
+    with segmenter.segment(ct, postprocess=postprocess, as_file=True, **predict_kwargs) as mask:
+        io.save_mask(mask, ct, nifti_out)
+        return np.asarray(mask) if return_mask else mask.counts()

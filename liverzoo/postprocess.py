@@ -72,19 +72,185 @@ def postprocess(mask, *, keep_largest=True, fill_holes=True, tumor_in_liver=True
         >>> int(postprocess(m).sum() // 2)
         27
     """
-    mask = np.asarray(mask)
-    out = mask.astype(np.uint8, copy=True)
-    organ = out >= LIVER
-    if keep_largest:
-        liver = largest_component(organ)
-        if tumor_in_liver:
-            out[~liver] = 0
-        else:
-            out[organ & ~liver & (out == LIVER)] = 0
-        organ = liver
-    if fill_holes and organ.any():
-        box = ndimage.find_objects(organ.astype(np.uint8))[0]
-        filled = ndimage.binary_fill_holes(organ[box])
-        region = out[box]
-        region[filled & ~organ[box]] = LIVER
-    return out
+    from liverzoo.maskfile import ArrayMask
+
+    out = ArrayMask(np.asarray(mask).astype(np.uint8, copy=True))
+    postprocess_slabs(out, keep_largest=keep_largest, fill_holes=fill_holes, tumor_in_liver=tumor_in_liver)
+    return out.array
+
+
+def postprocess_slabs(masks, *, keep_largest=True, fill_holes=True, tumor_in_liver=True, slab=None):
+    """`postprocess` in place on a label map read and written in z-slabs (`liverzoo.maskfile`).
+
+    Memory is a few slabs whatever the scan's length. Connected components are labelled per
+    slab and joined across slab faces (26-neighbour for the organ, 6-neighbour for the
+    background, as `ndimage.label` and `ndimage.binary_fill_holes` connect them); a hole is a
+    background component inside the liver's bounding box that reaches none of its faces. The
+    result equals the whole-volume operations voxel for voxel, ties between equally large
+    components included (the first in (x, y, z) order wins, as `np.argmax` over
+    `ndimage.label`'s numbering picks it); tests/test_postprocess.py checks this against
+    SciPy on whole arrays.
+
+    Args:
+        masks: a `MaskFile` or `ArrayMask` (`shape`, `read(z0, z1)`, `write(z0, block)`).
+        keep_largest, fill_holes, tumor_in_liver: as `postprocess`.
+        slab: slices per slab (default `liverzoo.maskfile.SLAB`).
+    """
+    from liverzoo.maskfile import SLAB, slab_ranges
+
+    if not (keep_largest or fill_holes):
+        return
+    ranges = slab_ranges(masks.shape[2], slab or SLAB)
+    organ = _Components(_STRUCTURE)
+    for z0, z1 in ranges:
+        organ.add(masks.read(z0, z1) >= LIVER, z0)
+    organ.join()
+    kept = organ.largest(lambda z0, z1: masks.read(z0, z1) >= LIVER) if keep_largest else organ.all()
+    box = organ.box(kept)
+    holes = None
+    if fill_holes and box is not None:
+        (x0, x1), (y0, y1), (bz0, bz1) = box
+        background = _Components(ndimage.generate_binary_structure(3, 1))
+        for z0, z1 in ranges:
+            if z1 > bz0 and z0 < bz1:
+                inside = organ.mask(masks.read(z0, z1) >= LIVER, z0, kept)
+                za, zb = max(bz0, z0) - z0, min(bz1, z1) - z0
+                # Only faces of the box count as outside: x/y faces always, z faces in the end slabs.
+                background.add(~inside[x0:x1, y0:y1, za:zb], z0 + za, edge_z=(z0 + za == bz0, z0 + zb == bz1))
+        background.join()
+        holes = background.enclosed()
+    for z0, z1 in ranges:
+        block = masks.read(z0, z1)
+        is_organ = block >= LIVER
+        inside = organ.mask(is_organ, z0, kept)
+        if keep_largest:
+            if tumor_in_liver:
+                block[~inside] = 0
+            else:
+                block[(block == LIVER) & ~inside] = 0
+        if holes is not None and z1 > bz0 and z0 < bz1:
+            za, zb = max(bz0, z0) - z0, min(bz1, z1) - z0
+            region = block[x0:x1, y0:y1, za:zb]
+            region[background.mask(~inside[x0:x1, y0:y1, za:zb], z0 + za, holes)] = LIVER
+        masks.write(z0, block)
+
+
+class _Components:
+    """Connected components of a binary volume seen slab by slab, joined across slab faces.
+
+    `add` must see the same slabs in the same order each time a slab's labels are needed again
+    (`mask` relabels it): the numbering is ndimage.label's, offset per slab.
+    """
+
+    def __init__(self, structure):
+        self.structure = structure
+        self.offsets, self.sizes, self.boxes, self.edges, self.ranges = {}, [], [], [], []
+        self.on_edge, self.count, self._last = [], 0, None
+
+    def _label(self, binary):
+        labels, count = ndimage.label(binary, structure=self.structure)
+        return labels, count
+
+    def add(self, binary, z0, edge_z=None):
+        """Labels one slab `(X, Y, n)` whose first slice is `z0` (slabs in z order)."""
+        labels, n = self._label(binary)
+        base = self.count
+        self.offsets[z0] = base
+        self.ranges.append((z0, z0 + binary.shape[2]))
+        if n:
+            # ndimage.histogram counts int32 labels in place (np.bincount would copy them to int64).
+            self.sizes.append(ndimage.histogram(labels, 0, n, n + 1)[1:].astype(np.int64))
+            box = np.array([[s.start for s in b] + [s.stop for s in b] for b in ndimage.find_objects(labels)], np.int64)
+            box[:, [2, 5]] += z0
+            self.boxes.append(box)
+            if edge_z is not None:
+                # A component on a face of the box is connected to the outside.
+                faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
+                if edge_z[0]:
+                    faces.append(labels[:, :, 0])
+                if edge_z[1]:
+                    faces.append(labels[:, :, -1])
+                touching = np.unique(np.concatenate([f.ravel() for f in faces]))
+                self.on_edge.append(touching[touching > 0] + base)
+        first = np.where(labels[:, :, 0] > 0, labels[:, :, 0] + base, 0)
+        if self._last is not None and self._last[1] == z0:
+            self._pair(self._last[0], first)
+        self._last = (np.where(labels[:, :, -1] > 0, labels[:, :, -1] + base, 0), z0 + labels.shape[2])
+        self.count += n
+
+    def _pair(self, below, above):
+        """Edges between components that touch across a slab face (by the structure's neighbours)."""
+        reach = self.structure.shape[0] // 2
+        size_x, size_y = below.shape
+        for dx in range(-reach, reach + 1):
+            for dy in range(-reach, reach + 1):
+                if not self.structure[1 + dx, 1 + dy, 2]:
+                    continue
+                a = below[max(0, -dx) : size_x - max(0, dx), max(0, -dy) : size_y - max(0, dy)]
+                b = above[max(0, dx) : size_x - max(0, -dx), max(0, dy) : size_y - max(0, -dy)]
+                both = (a > 0) & (b > 0)
+                if both.any():
+                    self.edges.append(np.unique(np.stack([a[both], b[both]], 1), axis=0))
+
+    def join(self):
+        """Groups the slab components into whole-volume components (`self.group`, 1-based ids)."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        self.size = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int64)
+        self.box_of = np.concatenate(self.boxes) if self.boxes else np.zeros((0, 6), np.int64)
+        if not self.count:
+            self.group = np.zeros(0, np.int64)
+            return
+        edges = np.concatenate(self.edges) - 1 if self.edges else np.zeros((0, 2), np.int64)
+        graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(self.count,) * 2)
+        self.group = connected_components(graph, directed=False)[1]
+
+    def all(self):
+        return np.ones(self.count, bool)
+
+    def largest(self, read):
+        """Which slab components make up the largest whole-volume component (first in (x, y, z) on ties).
+
+        Args:
+            read: `read(z0, z1)` -> the binary slab `add` saw (read again only on a tie).
+        """
+        if not self.count:
+            return np.zeros(0, bool)
+        totals = np.bincount(self.group, weights=self.size)
+        best = np.flatnonzero(totals == totals.max())
+        if len(best) > 1:
+            # ndimage.label numbers components by their first voxel in C order: (x, y, z).
+            first = {g: (np.inf,) for g in best}
+            for z0, z1 in self.ranges:
+                labels, n = self._label(read(z0, z1))
+                groups = np.concatenate([[-1], self.group[self.offsets[z0] : self.offsets[z0] + n]])[labels]
+                for g in best:
+                    where = np.argwhere(groups == g)  # C order: the first row is the smallest (x, y, z)
+                    if len(where):
+                        first[g] = min(first[g], (where[0][0], where[0][1], where[0][2] + z0))
+            best = [min(best, key=lambda g: first[g])]
+        return self.group == best[0]
+
+    def box(self, kept):
+        """((x0, x1), (y0, y1), (z0, z1)) bounding the kept components, or None."""
+        if not kept.any():
+            return None
+        b = self.box_of[kept]
+        return tuple((int(b[:, i].min()), int(b[:, i + 3].max())) for i in range(3))
+
+    def mask(self, binary, z0, kept):
+        """The voxels of one slab (seen again, as in `add`) that belong to kept components."""
+        labels, n = self._label(binary)
+        if not n:
+            return np.zeros(binary.shape, bool)
+        ids = kept[self.offsets[z0] : self.offsets[z0] + n]
+        return np.concatenate([[False], ids])[labels]
+
+    def enclosed(self):
+        """Slab components whose whole-volume component touches no face of the box."""
+        touching = np.zeros(self.count, bool)
+        if self.on_edge:
+            on_edge = np.concatenate(self.on_edge) - 1
+            touching[np.isin(self.group, np.unique(self.group[on_edge]))] = True
+        return ~touching

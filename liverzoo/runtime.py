@@ -399,8 +399,9 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
             ct = open_volume(path, lazy=output_format == "nifti" and not save_probabilities)
             if output_format == "dicom_seg":
                 dicom_seg.check_reference(ct)  # before the work: a SEG must be able to reference the series
+            # A NIfTI mask is kept in a temporary file and written slab by slab (memory flat in Z).
             result = segmenter.segment(ct, return_probabilities=save_probabilities, progress=progress.slices,
-                                       **segment_kwargs)
+                                       as_file=output_format == "nifti" and not save_probabilities, **segment_kwargs)
         except DataError as e:
             if not skip_bad:
                 raise DataError(f"case {case}: {e}") from None
@@ -409,8 +410,8 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
             continue
         mask, probs = result if save_probabilities else (result, None)
         _write_result(ct, mask, probs, outputs[case], output_format, segmenter, model_path)
-        progress.finish(f"liver {int((mask >= 1).sum())} voxels, tumor {int((mask == 2).sum())} voxels "
-                        f"-> {outputs[case]}")
+        counts = mask.counts() if hasattr(mask, "counts") else np.bincount(np.ravel(mask), minlength=3)
+        progress.finish(f"liver {int(counts[1:].sum())} voxels, tumor {int(counts[2])} voxels -> {outputs[case]}")
     for line in skipped:
         print(f"skipped: {line}", file=sys.stderr)
     if len(skipped) == len(cases):

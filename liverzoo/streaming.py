@@ -15,8 +15,11 @@ alike). It never holds a float array of the whole volume:
    halo it needs (a 2.5D stack: `T // 2 * stride` slices on each side; a 3D model: its
    overlapping windows), and hands over every slice whose scores are final; only the
    slices of the windows still open are kept.
-4. Each finished block is resampled to the CT's plane and its argmax written into the uint8
-   label map, the one whole-volume array (post-processing needs it).
+4. Each finished block is resampled to the CT's plane and its argmax written into a uint8
+   label map in a temporary file (`liverzoo.maskfile.MaskFile`), which is post-processed
+   slab by slab (`liverzoo.postprocess.postprocess_slabs`) and handed back as an array or,
+   with `as_file=True`, as the file (written to NIfTI slab by slab by
+   `liverzoo.data.io.save_mask`): then nothing in memory grows with the scan's length.
 
 The masks equal the whole-volume path's (`inference.predict_volume` on a preprocessed volume,
 `probabilities_to_grid`) bit for bit, with one documented exception: the z-score's mean and
@@ -275,7 +278,7 @@ class WorkingVolume:
 
 
 def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_size=None, postprocess=True,
-                  slab=SLAB, **predict_kwargs):
+                  slab=SLAB, as_file=False, **predict_kwargs):
     """Labels of a CT on its own grid, predicted slab by slab (see the module docstring).
 
     Args:
@@ -285,27 +288,36 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
         preset: preprocessing preset (name or `Preset`) without z resampling.
         input_shape: the model's input shape without batch.
         inplane_size: working plane (None: the preset's; 0: the CT's).
-        postprocess: `liverzoo.postprocess.postprocess` on the finished mask.
+        postprocess: `liverzoo.postprocess.postprocess` on the finished mask (slab by slab).
         slab: native slices read at a time.
+        as_file: return the `MaskFile` instead of reading it into an array.
         **predict_kwargs: as `liverzoo.inference.predict_volume`.
 
     Returns:
-        uint8 `(X, Y, Z)` label map.
+        uint8 `(X, Y, Z)` label map, or its `MaskFile` (`as_file`).
     """
     from liverzoo.inference import probabilities_to_grid
-    from liverzoo.postprocess import postprocess as clean
+    from liverzoo.maskfile import MaskFile
+    from liverzoo.postprocess import postprocess_slabs
 
     preset = preprocess.get_preset(preset)
     if preset.num_slices is not None or preset.target_spacing is not None:
         raise ConfigError(f"preset {preset.name} resamples along z: use the whole-volume path")
     size = preset.inplane_size if inplane_size is None else (inplane_size or None)
     working = WorkingVolume(source, preset, (size, size) if size else None, slab)
-    labels = np.empty(source.shape, np.uint8)
+    labels = MaskFile(source.shape)
     try:
         for z0, block in iter_probabilities(predict_fn, working.take, working.shape, layout=layout,
                                             input_shape=input_shape, **predict_kwargs):
-            labels[:, :, z0 : z0 + len(block)] = probabilities_to_grid(
-                np.moveaxis(block, 0, 2), source.shape[:2] + (len(block),))
+            labels.write(z0, probabilities_to_grid(np.moveaxis(block, 0, 2), source.shape[:2] + (len(block),)))
+    except BaseException:
+        labels.close()
+        raise
     finally:
         working.close()
-    return clean(labels) if postprocess else labels
+    if postprocess:
+        postprocess_slabs(labels)
+    if as_file:
+        return labels
+    with labels:
+        return np.asarray(labels)

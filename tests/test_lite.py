@@ -46,7 +46,7 @@ from liverzoo import lite
 model = lite.LiteModel({str(paths['int8'])!r})
 probs = model.predict(np.zeros((2,) + model.input_shape, np.float32))
 mask = lite.segment_nifti({str(paths['int8'])!r}, {str(real_ct_dir / CT)!r}, {str(tmp_path / 'mask.nii.gz')!r},
-                          inplane_size={INPLANE})
+                          inplane_size={INPLANE}, return_mask=True)
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
 print(json.dumps({{"loaded": loaded, "probs": list(probs.shape), "mask": list(mask.shape)}}))
 """
@@ -64,7 +64,7 @@ def test_segment_nifti_equals_keras_segmentation(exported, real_ct_dir, tmp_path
 
     model, paths = exported
     out = tmp_path / "mask.nii.gz"
-    mask = lite.segment_nifti(paths["none"], real_ct_dir / CT, out, inplane_size=INPLANE)
+    mask = lite.segment_nifti(paths["none"], real_ct_dir / CT, out, inplane_size=INPLANE, return_mask=True)
     ct = io.load_volume(str(real_ct_dir / CT))
     reference = inference.segment(model, ct, kind="2d", preset="residual_unet", inplane_size=INPLANE)
     assert mask.dtype == np.uint8 and mask.shape == ct.array.shape
@@ -72,6 +72,10 @@ def test_segment_nifti_equals_keras_segmentation(exported, real_ct_dir, tmp_path
     source, written = nib.load(str(real_ct_dir / CT)), nib.load(str(out))
     assert written.shape == source.shape and np.allclose(written.affine, source.affine)
     np.testing.assert_array_equal(io.load_nifti(str(out), is_label=True).array, mask)
+    # By default the mask stays on disk (written slab by slab): the same file, voxel counts returned.
+    counts = lite.segment_nifti(paths["none"], real_ct_dir / CT, tmp_path / "again.nii.gz", inplane_size=INPLANE)
+    np.testing.assert_array_equal(counts, np.bincount(mask.ravel(), minlength=3))
+    np.testing.assert_array_equal(io.load_nifti(str(tmp_path / "again.nii.gz"), is_label=True).array, mask)
 
 
 def test_metadata_round_trip_leaves_the_model_unchanged(exported):
@@ -118,6 +122,6 @@ def test_bad_input_is_named(exported, real_ct_dir, tmp_path):
     with pytest.raises(ConfigError, match="no liverzoo metadata.*pass kind= and preset="):
         lite.segment_nifti(foreign, real_ct_dir / CT, tmp_path / "m.nii.gz")
     mask = lite.segment_nifti(foreign, real_ct_dir / CT, tmp_path / "m.nii.gz", kind="2d", preset="lw_hcn",
-                              inplane_size=32, postprocess=False)
+                              inplane_size=32, postprocess=False, return_mask=True)
     # softmax([x, -x, 0]) picks class 0 where x > 0 (HU above the lw_hcn window centre), else 1.
     assert set(np.unique(mask)) <= {0, 1} and 0 < np.mean(mask == 0) < 1

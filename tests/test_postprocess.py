@@ -86,3 +86,87 @@ def test_phantom_label_survives_and_planted_blob_goes():
     planted[0:3, 0:3, 0:3] = 1  # far from the phantom's liver
     assert np.all(label[0:3, 0:3, 0:3] == 0)
     np.testing.assert_array_equal(postprocess(planted), label)
+
+
+def reference_postprocess(mask, keep_largest=True, fill_holes=True, tumor_in_liver=True):
+    """The whole-volume SciPy operations `postprocess_slabs` must equal (ndimage.label on the
+    organ, argmax of the sizes, ndimage.binary_fill_holes inside the organ's bounding box)."""
+    from scipy import ndimage
+
+    out = mask.astype(np.uint8, copy=True)
+    organ = out >= 1
+    if keep_largest:
+        labels, count = ndimage.label(organ, structure=np.ones((3, 3, 3), bool))
+        liver = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1) if count else np.zeros_like(organ)
+        if tumor_in_liver:
+            out[~liver] = 0
+        else:
+            out[organ & ~liver & (out == 1)] = 0
+        organ = liver
+    if fill_holes and organ.any():
+        box = ndimage.find_objects(organ.astype(np.uint8))[0]
+        region = out[box]
+        region[ndimage.binary_fill_holes(organ[box]) & ~organ[box]] = 1
+    return out
+
+
+def random_mask(seed, shape=(23, 19, 37)):
+    """Blobs of liver and tumor with cavities and specks: many components, holes across slabs."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    smooth = ndimage.gaussian_filter(rng.normal(size=shape), 1.5)
+    mask = (smooth > np.quantile(smooth, 0.6)).astype(np.uint8)
+    mask[ndimage.gaussian_filter(rng.normal(size=shape), 1.0) > 0.12] = 2
+    mask[rng.random(shape) < 0.02] = 0  # one-voxel cavities
+    mask[rng.random(shape) < 0.01] = 1  # specks
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("slab", [1, 2, 5, 37])
+@pytest.mark.parametrize("kwargs", [dict(), dict(keep_largest=False), dict(tumor_in_liver=False),
+                                    dict(fill_holes=False)], ids=["all", "no_largest", "no_tumor_rule", "no_fill"])
+def test_slabs_equal_whole_volume_scipy(seed, slab, kwargs):
+    from liverzoo.maskfile import MaskFile
+    from liverzoo.postprocess import postprocess_slabs
+
+    mask = random_mask(seed)
+    expected = reference_postprocess(mask, **kwargs)
+    assert (expected != mask).sum() > 10  # the case exercises removal (and filling)
+    with MaskFile(mask.shape) as masks:
+        masks.write(0, mask)
+        postprocess_slabs(masks, slab=slab, **kwargs)
+        np.testing.assert_array_equal(np.asarray(masks), expected)
+    np.testing.assert_array_equal(postprocess(mask, **kwargs), expected)
+
+
+@pytest.mark.parametrize("slab", [1, 3, 8])
+def test_slabs_tie_keeps_the_first_component_in_xyz_order(slab):
+    from liverzoo.maskfile import MaskFile
+    from liverzoo.postprocess import postprocess_slabs
+
+    mask = np.zeros((6, 6, 8), np.uint8)
+    mask[4:6, 0:2, 0:3] = 1  # 12 voxels, first voxel (4, 0, 0)
+    mask[0:2, 4:6, 5:8] = 1  # 12 voxels, first voxel (0, 4, 5): first in (x, y, z) order
+    expected = reference_postprocess(mask)
+    assert expected[0, 4, 5] == 1 and expected[4, 0, 0] == 0
+    with MaskFile(mask.shape) as masks:
+        masks.write(0, mask)
+        postprocess_slabs(masks, slab=slab)
+        np.testing.assert_array_equal(np.asarray(masks), expected)
+
+
+def test_slabs_join_diagonal_neighbours_across_slab_faces():
+    from liverzoo.maskfile import MaskFile
+    from liverzoo.postprocess import postprocess_slabs
+
+    mask = np.zeros((6, 6, 6), np.uint8)
+    for z in range(6):
+        mask[z, z, z] = 1  # a diagonal chain: one 26-component through every slab face
+    mask[5, 0, 0:2] = 2
+    with MaskFile(mask.shape) as masks:
+        masks.write(0, mask)
+        postprocess_slabs(masks, slab=1)
+        np.testing.assert_array_equal(np.asarray(masks), reference_postprocess(mask))
+    assert np.asarray(reference_postprocess(mask))[:, :, 5].sum() == 1

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from liverzoo import inference, streaming
+from liverzoo import inference, maskfile, streaming
 from liverzoo.data import io
 from liverzoo.errors import DataError
 
@@ -63,6 +63,11 @@ def test_streaming_equals_whole_volume_on_real_ct(input_shape, preset, options, 
     slabbed = streaming.segment_slabs(model, lazy, layout=inference.layout_of(input_shape), preset=preset,
                                       input_shape=input_shape, postprocess=postprocess, slab=5, **options)
     np.testing.assert_array_equal(slabbed, reference)
+    if postprocess:
+        # The mask left in its temporary file (what tools/predict.py and lite.segment_nifti write from).
+        with inference.segment(model, lazy, preset=preset, as_file=True, **options) as masks:
+            assert isinstance(masks, maskfile.MaskFile)
+            np.testing.assert_array_equal(np.asarray(masks), reference)
     # segment streams by default, from a loaded volume too.
     np.testing.assert_array_equal(inference.segment(model, ct, preset=preset, postprocess=postprocess, **options),
                                   reference)

@@ -9,7 +9,9 @@ training) at the 128x128 working plane, three ways, each case in its own process
 - LiteRT fp32 and LiteRT int8: the `.tflite` files through `liverzoo.lite.segment_nifti`,
   the TensorFlow-free phone path (the worker checks that TensorFlow was never imported).
 
-All three stream (`liverzoo.streaming`). Peak RSS is the worker's own high-water mark (VmHWM).
+All three stream (`liverzoo.streaming`): the mask stays in a temporary file, is post-processed
+and written slab by slab (`liverzoo.maskfile`). Peak RSS is the worker's own high-water mark
+(VmHWM).
 Then the int8 fidelity of a really trained checkpoint: the demo run's `best.keras`
 (tests/data/trained) exported to int8 the default way (calibrated on the demo CT) and both
 files run on every demo CT volume through the runtime (`export.verify_volumes`). Not part of

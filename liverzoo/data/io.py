@@ -314,8 +314,9 @@ def save_mask(mask_xyz, reference, path):
     temporary name beside `path` and renamed when complete.
 
     Args:
-        mask_xyz: `(X, Y, Z)` integer mask in the canonical orientation of `reference`.
-        reference: the `CTVolume` the mask was computed on.
+        mask_xyz: `(X, Y, Z)` integer mask in the canonical orientation of `reference`, or a
+            `liverzoo.maskfile.MaskFile` (written slab by slab, `maskfile.save_nifti`).
+        reference: the `CTVolume` (or `liverzoo.streaming.NiftiSlabs`) the mask was computed on.
         path: output `.nii` or `.nii.gz` file.
 
     Raises:
@@ -324,6 +325,10 @@ def save_mask(mask_xyz, reference, path):
     Example:
         >>> save_mask(pred, ct, "volume-0_pred.nii.gz")  # doctest: +SKIP
     """
+    from liverzoo import maskfile
+
+    if isinstance(mask_xyz, maskfile.MaskFile):
+        return maskfile.save_nifti(mask_xyz, reference, path)
     mask_xyz = np.asarray(mask_xyz)
     if mask_xyz.shape != tuple(reference.shape):
         raise DataError(f"{path}: mask shape {mask_xyz.shape} differs from the CT shape {tuple(reference.shape)}")
