@@ -3,8 +3,8 @@
 Whole-volume inference (`liverzoo.streaming`) writes each finished block of labels into a
 `MaskFile` instead of a whole-volume array, post-processes it slab by slab
 (`liverzoo.postprocess.postprocess_slabs`) and writes the NIfTI slab by slab (`save_nifti`),
-so a longer scan costs disk, not memory. Reads and writes are explicit (`os.pread` /
-`os.pwrite`), not a memory map: mapped file pages would count in the process's resident set.
+so a longer scan costs disk, not memory. Reads and writes are explicit (seek, `readinto`,
+`write`), not a memory map: mapped file pages would count in the process's resident set.
 
 Example:
     >>> import numpy as np
@@ -13,7 +13,6 @@ Example:
     >>> int(np.asarray(masks).sum()), masks.counts().tolist()
     (32, [16, 32, 0])
 """
-import os
 import tempfile
 
 import numpy as np
@@ -60,18 +59,16 @@ class MaskFile:
         if block.shape[:2] != self.shape[:2] or z0 < 0 or z0 + block.shape[2] > self.shape[2]:
             raise ValueError(f"block {block.shape} at z {z0} does not fit a mask of shape {self.shape}")
         data = np.ascontiguousarray(np.moveaxis(block.astype(np.uint8, copy=False), 2, 0))
-        os.pwrite(self._file.fileno(), data.data, z0 * self._plane)
+        self._file.seek(z0 * self._plane)
+        self._file.write(data.data)
 
     def read(self, z0, z1):
         """Labels of slices `z0 .. z1 - 1` as a writable uint8 `(X, Y, z1 - z0)` array."""
         count = (z1 - z0) * self._plane
         data = bytearray(count)
-        view, done = memoryview(data), 0
-        while done < count:  # pread may return fewer bytes than asked
-            got = os.preadv(self._file.fileno(), [view[done:]], z0 * self._plane + done)
-            if got <= 0:
-                raise OSError(f"short read from the temporary mask file at slice {z0}")
-            done += got
+        self._file.seek(z0 * self._plane)
+        if self._file.readinto(data) != count:  # a buffered file reads all it is asked for
+            raise OSError(f"short read from the temporary mask file at slice {z0}")
         return np.moveaxis(np.frombuffer(data, np.uint8).reshape((z1 - z0,) + self.shape[:2]), 0, 2)
 
     def __array__(self, dtype=None, copy=None):
