@@ -157,21 +157,22 @@ class _Components:
         base = self.count
         self.offsets[z0] = base
         self.ranges.append((z0, z0 + binary.shape[2]))
-        if n:
+        if n and edge_z is None:
+            # Sizes and boxes pick and bound the organ; background components (edge_z given) need neither.
             # ndimage.histogram counts int32 labels in place (np.bincount would copy them to int64).
             self.sizes.append(ndimage.histogram(labels, 0, n, n + 1)[1:].astype(np.int64))
             box = np.array([[s.start for s in b] + [s.stop for s in b] for b in ndimage.find_objects(labels)], np.int64)
             box[:, [2, 5]] += z0
             self.boxes.append(box)
-            if edge_z is not None:
-                # A component on a face of the box is connected to the outside.
-                faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
-                if edge_z[0]:
-                    faces.append(labels[:, :, 0])
-                if edge_z[1]:
-                    faces.append(labels[:, :, -1])
-                touching = np.unique(np.concatenate([f.ravel() for f in faces]))
-                self.on_edge.append(touching[touching > 0] + base)
+        if n and edge_z is not None:
+            # A component on a face of the box is connected to the outside.
+            faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
+            if edge_z[0]:
+                faces.append(labels[:, :, 0])
+            if edge_z[1]:
+                faces.append(labels[:, :, -1])
+            touching = np.unique(np.concatenate([f.ravel() for f in faces]))
+            self.on_edge.append(touching[touching > 0] + base)
         first = np.where(labels[:, :, 0] > 0, labels[:, :, 0] + base, 0)
         if self._last is not None and self._last[1] == z0:
             self._pair(self._last[0], first)
@@ -193,7 +194,7 @@ class _Components:
                     self.edges.append(np.unique(np.stack([a[both], b[both]], 1), axis=0))
 
     def join(self):
-        """Groups the slab components into whole-volume components (`self.group`, 1-based ids)."""
+        """Groups the slab components into whole-volume components (`self.group[id - 1]`)."""
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
