@@ -132,6 +132,7 @@ def predict_volume(
     tta_flip=False,
     num_classes=3,
     progress=None,
+    pad_value=None,
 ):
     """Class probabilities of every voxel of a preprocessed volume.
 
@@ -153,6 +154,8 @@ def predict_volume(
         tta_flip: average over flips along X, Y and both (4x the work).
         num_classes: C, checked against the model's output.
         progress: optional `progress(done_slices, total_slices)` callback.
+        pad_value: pad a plane smaller than the model's fixed input with this value (the
+            normalised value of air); None: such a plane is an error.
 
     Returns:
         float32 array `(X, Y, Z, C)` (a view of a slice-major buffer).
@@ -178,7 +181,7 @@ def predict_volume(
     for z0, block in iter_probabilities(
         predict_fn, volume.__getitem__, image_xyz.shape, layout=kind, input_shape=input_shape,
         stack_size=stack_size, stride=stride, window=window, step=step, weighting=weighting,
-        batch_size=batch_size, tta_flip=tta_flip, num_classes=num_classes, progress=progress,
+        batch_size=batch_size, tta_flip=tta_flip, num_classes=num_classes, progress=progress, pad_value=pad_value,
     ):
         if acc is None:
             acc = np.empty((image_xyz.shape[2],) + block.shape[1:], np.float32)
@@ -318,6 +321,7 @@ def segment(
     preset=None,
     input_shape=None,
     inplane_size=None,
+    inplane_spacing=None,
     postprocess=True,
     return_probabilities=False,
     streaming=True,
@@ -338,6 +342,9 @@ def segment(
         input_shape: the model's input shape without batch (default: the model's).
         inplane_size: working in-plane size (default: the preset's, e.g. 256 for
             residual_unet; 0 keeps the CT's plane).
+        inplane_spacing: mm per pixel of the working plane instead of a fixed size, as the
+            model was trained (`liverzoo.data.preprocess.working_plane`; a plane smaller than
+            the model's input is padded with air).
         postprocess: apply `liverzoo.postprocess.postprocess` (largest liver component,
             holes filled, tumor inside the liver).
         return_probabilities: also return `(X, Y, Z, C)` float32 probabilities (whole-volume
@@ -361,7 +368,7 @@ def segment(
     Example:
         >>> mask = segment(model, load_volume("ct.nii.gz"), model_name="residual_unet")  # doctest: +SKIP
     """
-    from liverzoo.data.preprocess import prepare_volume
+    from liverzoo.data.preprocess import air_value, prepare_volume
     from liverzoo.postprocess import postprocess as clean
 
     if spec is None and model_name is not None:
@@ -378,15 +385,18 @@ def segment(
     if (streaming or isinstance(ct, slabs.NiftiSlabs)) and not return_probabilities and not resamples_z:
         source = ct if isinstance(ct, slabs.NiftiSlabs) else slabs.MemorySlabs(ct)
         return slabs.segment_slabs(predict_fn, source, layout=layout, preset=preset, input_shape=input_shape,
-                                   inplane_size=inplane_size, postprocess=postprocess, as_file=as_file,
+                                   inplane_size=inplane_size, inplane_spacing=inplane_spacing,
+                                   postprocess=postprocess, as_file=as_file,
                                    **predict_kwargs)
     if isinstance(ct, slabs.NiftiSlabs):
         from liverzoo.data import io
 
         ct = io.load_nifti(ct.path)
-    image, _, _ = prepare_volume(ct.array, ct.spacing, preset, inplane_size=inplane_size)
+    image, _, _ = prepare_volume(ct.array, ct.spacing, preset, inplane_size=inplane_size,
+                                 inplane_spacing=inplane_spacing)
     # Handed over slice-major, so predict_volume needs no copy of its own.
     image = np.ascontiguousarray(np.moveaxis(image, 2, 0))
+    predict_kwargs.setdefault("pad_value", air_value(preset, image))
     probs = predict_volume(predict_fn, np.moveaxis(image, 0, 2), kind=layout, input_shape=input_shape, **predict_kwargs)
     del image
     full = np.empty(ct.array.shape + (probs.shape[-1],), np.float32) if return_probabilities else None

@@ -43,7 +43,9 @@ class Segmenter:
         preset: preprocessing preset, None when unknown.
         inplane_size: the working in-plane size the training run recorded (config.json beside a
             `.keras` checkpoint), None for the preset's.
-        run_config: the config.json that `inplane_size` came from, or None.
+        inplane_spacing: the working plane's mm per pixel the training run recorded (it wins
+            over `inplane_size`), None when the run used a fixed size.
+        run_config: the config.json that the working plane came from, or None.
         num_classes: classes the file's metadata declares, or None.
         model: the `keras.Model`, `liverzoo.lite.LiteModel` or loaded SavedModel.
         unknown: why the preprocessing is unknown (for the error), None when it is known.
@@ -57,6 +59,7 @@ class Segmenter:
     kind: str = None
     preset: str = None
     inplane_size: int = None
+    inplane_spacing: float = None
     run_config: str = None
     num_classes: int = None
     model: object = None
@@ -74,13 +77,15 @@ class Segmenter:
 
         self.require_preprocessing()
         kwargs.setdefault("inplane_size", self.inplane_size)
+        kwargs.setdefault("inplane_spacing", self.inplane_spacing)
         if self.num_classes is not None:
             kwargs.setdefault("num_classes", self.num_classes)
         return inference.segment(self.predict, ct, kind=self.kind, preset=self.preset,
                                  input_shape=self.input_shape, **kwargs)
 
 
-def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=None, num_threads=2):
+def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=None, inplane_spacing=None,
+                   num_threads=2):
     """Loads a `.keras` file, a SavedModel folder or a `.tflite` file for segmentation.
 
     Args:
@@ -91,6 +96,8 @@ def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=Non
         preset: preprocessing preset, overriding the file's and the zoo's.
         inplane_size: working in-plane size, overriding the training run's (whose
             config.json is then not read; 0 keeps the CT's plane).
+        inplane_spacing: working plane's mm per pixel, overriding the training run's (and
+            any size).
         num_threads: LiteRT CPU threads for a `.tflite` file.
 
     Returns:
@@ -112,7 +119,7 @@ def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=Non
     elif os.path.isdir(path):
         segmenter = _load_saved_model(path)
     elif path.endswith(".keras"):
-        segmenter = _load_keras(path, read_run_config=inplane_size is None)
+        segmenter = _load_keras(path, read_run_config=inplane_size is None and inplane_spacing is None)
     else:
         raise ConfigError(f"{path}: unknown model format; expected a .keras file, a SavedModel folder "
                           "or a .tflite file")
@@ -131,8 +138,8 @@ def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=Non
         segmenter.unknown = f"model {segmenter.name!r} is not a zoo name"
     segmenter.kind = kind or segmenter.kind or _layout_name(segmenter.input_shape)
     segmenter.preset = preset or segmenter.preset
-    if inplane_size is not None:
-        segmenter.inplane_size, segmenter.run_config = inplane_size, None
+    if inplane_size is not None or inplane_spacing is not None:
+        segmenter.inplane_size, segmenter.inplane_spacing, segmenter.run_config = inplane_size, inplane_spacing, None
     return segmenter
 
 
@@ -200,9 +207,9 @@ def _load_keras(path, read_run_config=True):
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # Keras raises many types for a bad archive
         raise DataError(f"{path}: cannot load the Keras model ({type(e).__name__}: {_first_line(e)})") from None
-    size, config = training_inplane_size(path) if read_run_config else (None, None)
+    size, spacing, config = training_plane(path) if read_run_config else (None, None, None)
     return Segmenter(path, "keras", inference.keras_predict_fn(model), tuple(model.input_shape[1:]),
-                     name=model.name, inplane_size=size, run_config=config, model=model)
+                     name=model.name, inplane_size=size, inplane_spacing=spacing, run_config=config, model=model)
 
 
 def _first_line(error):
@@ -210,31 +217,37 @@ def _first_line(error):
     return text.splitlines()[0] if text else ""
 
 
-def training_inplane_size(model_path):
-    """(in-plane size, config.json) a trainer checkpoint was trained on, or (None, None).
+def training_plane(model_path):
+    """(in-plane size, in-plane spacing, config.json) a trainer checkpoint was trained on, or
+    (None, None, None).
 
-    A model sees anatomy at the scale it was trained at: the demo trains on 128x128 slices,
-    and segmenting on the preset's 256 plane would show it everything twice as large. The
-    size comes from the run's config.json beside a `.keras` file.
+    A model sees anatomy at the scale it was trained at: the demo trains on slices at 3 mm a
+    pixel (runs from before that: on the whole slice stretched to 128x128), and segmenting on
+    the preset's 256 plane would show it everything at another size. Size and spacing come
+    from the run's config.json beside a `.keras` file.
 
     Raises:
-        DataError: the config.json cannot be read or holds a bad size.
+        DataError: the config.json cannot be read or holds a bad size or spacing.
     """
     config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
     if not model_path.endswith(".keras") or not os.path.isfile(config):
-        return None, None
+        return None, None, None
     try:
         with open(config) as f:
-            size = json.load(f).get("inplane_size")
+            run = json.load(f)
+        size, spacing = run.get("inplane_size"), run.get("inplane_spacing")
     except (OSError, ValueError, AttributeError) as e:
         raise DataError(f"{config}: cannot read the run's inplane_size ({type(e).__name__}: {e}); "
                         "fix the file or pass --inplane_size") from None
-    if size is None:  # the preset's plane, or a run from before the size was recorded
-        return None, None
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise DataError(f"{config}: inplane_size must be a non-negative int, got {size!r}; "
                         "fix the file or pass --inplane_size")
-    return size, config
+    if spacing is not None and (not isinstance(spacing, (int, float)) or isinstance(spacing, bool) or spacing <= 0):
+        raise DataError(f"{config}: inplane_spacing must be a positive number of mm, got {spacing!r}; "
+                        "fix the file or pass --inplane_spacing")
+    if size is None and spacing is None:  # the preset's plane, or a run from before either was recorded
+        return None, None, None
+    return size, None if spacing is None else float(spacing), config
 
 
 # --- Segmenting files -------------------------------------------------------------------------
@@ -348,7 +361,8 @@ def open_volume(path, lazy=True):
 
 
 def segment_files(model_path, input_path, output, *, model=None, save_probabilities=False, skip_bad=False,
-                  inplane_size=None, num_threads=2, output_format=None, log=print, **segment_kwargs):
+                  inplane_size=None, inplane_spacing=None, num_threads=2, output_format=None, log=print,
+                  **segment_kwargs):
     """Segments NIfTI files (or a DICOM series) with a model file and writes uint8 masks.
 
     Every path is checked before the model loads. Masks (0 background, 1 liver, 2 tumor) get
@@ -363,6 +377,7 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
         save_probabilities: also write `CASE_probabilities.nii.gz` (X, Y, Z, C) float32.
         skip_bad: skip (and list) cases that cannot be read or segmented instead of failing.
         inplane_size: working in-plane size; default the training run's, else the preset's.
+        inplane_spacing: working plane's mm per pixel; default the training run's.
         num_threads: LiteRT threads for a `.tflite` file.
         output_format: "nifti" or "dicom_seg" (`liverzoo.data.dicom_seg`: a SEG that references
             the input DICOM series; probabilities as a FRACTIONAL SEG); default by the output
@@ -386,10 +401,13 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
     cases, many = find_inputs(input_path)
     output_format = dicom_seg.output_format(output, output_format)
     outputs = output_paths(cases, output, many, output_format)
-    segmenter = load_segmenter(model_path, model, inplane_size=inplane_size, num_threads=num_threads)
+    segmenter = load_segmenter(model_path, model, inplane_size=inplane_size, inplane_spacing=inplane_spacing,
+                               num_threads=num_threads)
     segmenter.require_preprocessing()
     if segmenter.run_config is not None:
-        log(f"in-plane size {segmenter.inplane_size}, the training run's ({segmenter.run_config})")
+        plane = (f"in-plane spacing {segmenter.inplane_spacing:g} mm a pixel" if segmenter.inplane_spacing
+                 else f"in-plane size {segmenter.inplane_size}")
+        log(f"{plane}, the training run's ({segmenter.run_config})")
     if not _is_file_name(output):
         os.makedirs(output, exist_ok=True)
     progress, skipped = Progress(len(cases)), []

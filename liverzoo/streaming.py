@@ -46,12 +46,15 @@ SLAB = 16
 
 
 def iter_probabilities(predict_fn, take, size, *, layout, input_shape, stack_size=None, stride=1, window=20,
-                       step=10, weighting="mean", batch_size=None, tta_flip=False, num_classes=3, progress=None):
+                       step=10, weighting="mean", batch_size=None, tta_flip=False, num_classes=3, progress=None,
+                       pad_value=None):
     """Probabilities of a preprocessed volume, yielded in z order as they become final.
 
     The engine of `liverzoo.inference.predict_volume` (which documents the arguments):
     overlapping scores are accumulated per open slice and normalised by the summed window
-    weights, so a slice leaves as soon as no later input covers it.
+    weights, so a slice leaves as soon as no later input covers it. A plane smaller than the
+    model's fixed input is padded with `pad_value` (the normalised value of air, as the
+    training sampler pads its patches) when it is given, and the padding's scores dropped.
 
     Args:
         predict_fn: `predict_fn(batch) -> probabilities`.
@@ -79,10 +82,25 @@ def iter_probabilities(predict_fn, take, size, *, layout, input_shape, stack_siz
         if stack_size is not None and stack_size != t:
             raise ConfigError(f"stack_size {stack_size} differs from the model's {t} input slices")
     tile_h, tile_w = tile_h or size_x, tile_w or size_y
+    if (tile_h > size_x or tile_w > size_y) and pad_value is not None:
+        padded_x, padded_y = max(tile_h, size_x), max(tile_w, size_y)
+
+        def take_padded(indices):
+            slices = take(indices)
+            out = np.full((len(slices), padded_x, padded_y), pad_value, np.float32)
+            out[:, :size_x, :size_y] = slices
+            return out
+
+        for z0, block in iter_probabilities(
+                predict_fn, take_padded, (padded_x, padded_y, size_z), layout=layout, input_shape=input_shape,
+                stack_size=stack_size, stride=stride, window=window, step=step, weighting=weighting,
+                batch_size=batch_size, tta_flip=tta_flip, num_classes=num_classes, progress=progress):
+            yield z0, block[:, :size_x, :size_y]
+        return
     if tile_h > size_x or tile_w > size_y:
         raise DataError(
             f"the volume's plane {size_x}x{size_y} is smaller than the model's input {tile_h}x{tile_w}; "
-            "resize it to the model's working size first (segment() does)"
+            "pad it (pad_value=, as segment() does with air) or resize it to the model's input"
         )
     batch_size = batch_size or layout.default_batch
     xs, wx, total_x = _axis_plan(size_x, tile_h, max(tile_h // 2, 1), weighting)
@@ -147,7 +165,7 @@ class MemorySlabs:
     """Slabs of a `CTVolume` already in memory (DICOM series, or a caller's volume)."""
 
     def __init__(self, ct):
-        self.ct, self.shape = ct, tuple(ct.array.shape)
+        self.ct, self.shape, self.spacing = ct, tuple(ct.array.shape), ct.spacing
 
     def read(self, z0, z1):
         """Canonical float32 HU `(X, Y, z1 - z0)`."""
@@ -263,6 +281,11 @@ class WorkingVolume:
         return lambda raw: ((preprocess.window_hu(raw, lo, hi, None) - np.float32(mean)) / np.float32(std)).astype(
             np.float32)
 
+    def air_value(self):
+        """The normalised value of air in this volume (what planes smaller than the model's input
+        are padded with, as `liverzoo.data.tfrecord` pads training patches)."""
+        return float(self._normalize(np.full((1, 1, 1), preprocess.AIR_HU, np.float32)).ravel()[0])
+
     def take(self, indices):
         """Normalised working slices at `indices` (sorted, close together), `(n, h, w)`."""
         first, last = int(indices.min()), int(indices.max()) + 1
@@ -277,8 +300,8 @@ class WorkingVolume:
         self._file.close()
 
 
-def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_size=None, postprocess=True,
-                  slab=SLAB, as_file=False, **predict_kwargs):
+def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_size=None, inplane_spacing=None,
+                  postprocess=True, slab=SLAB, as_file=False, **predict_kwargs):
     """Labels of a CT on its own grid, predicted slab by slab (see the module docstring).
 
     Args:
@@ -288,6 +311,9 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
         preset: preprocessing preset (name or `Preset`) without z resampling.
         input_shape: the model's input shape without batch.
         inplane_size: working plane (None: the preset's; 0: the CT's).
+        inplane_spacing: mm per pixel of the working plane instead of a fixed size
+            (`liverzoo.data.preprocess.working_plane`); a plane smaller than the model's
+            input is padded with air.
         postprocess: `liverzoo.postprocess.postprocess` on the finished mask (slab by slab).
         slab: native slices read at a time.
         as_file: return the `MaskFile` instead of reading it into an array.
@@ -304,11 +330,13 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
     if preset.num_slices is not None or preset.target_spacing is not None:
         raise ConfigError(f"preset {preset.name} resamples along z: use the whole-volume path")
     size = preset.inplane_size if inplane_size is None else (inplane_size or None)
-    working = WorkingVolume(source, preset, (size, size) if size else None, slab)
+    plane = preprocess.working_plane(source.shape, source.spacing, size, inplane_spacing)
+    working = WorkingVolume(source, preset, plane, slab)
     labels = MaskFile(source.shape)
     try:
         for z0, block in iter_probabilities(predict_fn, working.take, working.shape, layout=layout,
-                                            input_shape=input_shape, **predict_kwargs):
+                                            input_shape=input_shape, pad_value=working.air_value(),
+                                            **predict_kwargs):
             labels.write(z0, probabilities_to_grid(np.moveaxis(block, 0, 2), source.shape[:2] + (len(block),)))
     except BaseException:
         labels.close()

@@ -83,19 +83,24 @@ def test_bad_model_files_are_named(tmp_path):
         assert "\n" not in str(caught.value)
 
 
-def test_training_inplane_size_from_the_run(tmp_path):
+def test_training_plane_from_the_run(tmp_path):
     model = tmp_path / "best.keras"
-    assert runtime.training_inplane_size(str(model)) == (None, None)  # no config.json: the preset's
+    config = str(tmp_path / "config.json")
+    assert runtime.training_plane(str(model)) == (None, None, None)  # no config.json: the preset's
     (tmp_path / "config.json").write_text('{"inplane_size": null}')
-    assert runtime.training_inplane_size(str(model)) == (None, None)
-    (tmp_path / "config.json").write_text('{"inplane_size": 128}')
-    assert runtime.training_inplane_size(str(model)) == (128, str(tmp_path / "config.json"))
-    assert runtime.training_inplane_size(str(tmp_path / "m.tflite")) == (None, None)  # only .keras runs
+    assert runtime.training_plane(str(model)) == (None, None, None)
+    (tmp_path / "config.json").write_text('{"inplane_size": 128}')  # a run from before inplane_spacing
+    assert runtime.training_plane(str(model)) == (128, None, config)
+    (tmp_path / "config.json").write_text('{"inplane_size": 0, "inplane_spacing": 3}')
+    assert runtime.training_plane(str(model)) == (0, 3.0, config)
+    assert runtime.training_plane(str(tmp_path / "m.tflite")) == (None, None, None)  # only .keras runs
     for text, message in [("{not json", "cannot read the run's inplane_size"),
-                          ('{"inplane_size": "128"}', "must be a non-negative int, got '128'")]:
+                          ('{"inplane_size": "128"}', "must be a non-negative int, got '128'"),
+                          ('{"inplane_spacing": -1}', "inplane_spacing must be a positive number of mm, got -1"),
+                          ('{"inplane_spacing": true}', "inplane_spacing must be a positive number")]:
         (tmp_path / "config.json").write_text(text)
         with pytest.raises(DataError, match=message):
-            runtime.training_inplane_size(str(model))
+            runtime.training_plane(str(model))
 
 
 def test_run_inplane_size_is_read_unless_given(tiny_model_path, tmp_path):
@@ -106,6 +111,12 @@ def test_run_inplane_size_is_read_unless_given(tiny_model_path, tmp_path):
     assert runtime.load_segmenter(tmp_path / "best.keras").inplane_size == 48
     (tmp_path / "config.json").write_text("{not json")  # not read when the size is given
     assert runtime.load_segmenter(tmp_path / "best.keras", inplane_size=0).inplane_size == 0
+    (tmp_path / "config.json").write_text('{"inplane_size": 0, "inplane_spacing": 2.5}')
+    segmenter = runtime.load_segmenter(tmp_path / "best.keras")
+    assert (segmenter.inplane_size, segmenter.inplane_spacing) == (0, 2.5)
+    # A size given on the command line replaces the run's whole plane, spacing included.
+    segmenter = runtime.load_segmenter(tmp_path / "best.keras", inplane_size=48)
+    assert (segmenter.inplane_size, segmenter.inplane_spacing) == (48, None)
 
 
 def test_find_inputs_kinds(tmp_path):

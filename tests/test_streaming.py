@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 
 from liverzoo import inference, maskfile, streaming
-from liverzoo.data import io
+from liverzoo.data import io, preprocess
 from liverzoo.errors import DataError
 
 from tests.conftest import REPO
@@ -71,6 +71,33 @@ def test_streaming_equals_whole_volume_on_real_ct(input_shape, preset, options, 
     # segment streams by default, from a loaded volume too.
     np.testing.assert_array_equal(inference.segment(model, ct, preset=preset, postprocess=postprocess, **options),
                                   reference)
+
+
+@pytest.mark.parametrize("spacing,input_shape", [(2.0, (64, 64, 3)),  # 96x96 plane: tiles
+                                                 (4.0, (64, 64, 3)),  # 48x48 plane: padded to the input
+                                                 (3.0, (None, None, 3))])  # free input: the whole plane
+def test_inplane_spacing_draws_the_scan_at_that_scale(spacing, input_shape):
+    """The working plane at `inplane_spacing` mm a pixel, padded with air when smaller than the
+    model's input (as training patches are): streaming equals the whole-volume path, and the
+    padding equals predicting on a plane padded by hand."""
+    model = ContextModel(input_shape)
+    ct = io.load_volume(LITS)  # 128 x 128 at the header's 1.5 mm
+    ct.spacing = np.array([1.5, 1.5, 1.0])
+    options = dict(preset="lv_net", inplane_spacing=spacing)
+    reference = inference.segment(model, ct, streaming=False, postprocess=False, **options)
+    np.testing.assert_array_equal(inference.segment(model, ct, postprocess=False, **options), reference)
+    image, _, _ = preprocess.prepare_volume(ct.array, ct.spacing, "lv_net", inplane_spacing=spacing)
+    assert image.shape[:2] == (round(192 / spacing),) * 2
+    tile = input_shape[0] or image.shape[0]
+    padded = np.full((max(tile, image.shape[0]),) * 2 + image.shape[2:], preprocess.air_value("lv_net", image),
+                     np.float32)
+    padded[: image.shape[0], : image.shape[1]] = image
+    probs = inference.predict_volume(context_fn, padded, kind="2d", input_shape=input_shape)
+    expected = inference.probabilities_to_grid(probs[: image.shape[0], : image.shape[1]], ct.array.shape)
+    np.testing.assert_array_equal(reference, expected)
+    if input_shape[0] and image.shape[0] < input_shape[0]:
+        with pytest.raises(DataError, match="smaller than the model's input"):
+            inference.predict_volume(context_fn, image, kind="2d", input_shape=input_shape)
 
 
 @pytest.mark.parametrize("axcodes_order", [(0, 1, 2), (2, 0, 1), (1, 2, 0)])

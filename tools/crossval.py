@@ -13,7 +13,7 @@ from liverzoo import cli
 
 cli.quiet_tensorflow()
 
-from liverzoo import models, training  # noqa: E402
+from liverzoo import models, schedules, training  # noqa: E402
 from liverzoo.errors import ConfigError  # noqa: E402
 from liverzoo.training import crossval  # noqa: E402
 
@@ -24,6 +24,9 @@ flags.DEFINE_integer("epochs", None, "Epochs per fold (default: the demo's).", l
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: the demo's).", lower_bound=1)
 flags.DEFINE_string("model_kwargs", None, "Builder options as JSON (e.g. a narrower model).")
 flags.DEFINE_integer("seed", 0, "Seed of weights, sampling and the fold order.")
+flags.DEFINE_float("inplane_spacing", None, "Working plane's mm per pixel (default: the demo's 3; 0: every slice "
+                   "stretched to the model's input).", lower_bound=0.0)
+flags.DEFINE_enum("schedule", None, list(schedules.SCHEDULES), "Learning-rate schedule (default: the demo's).")
 flags.DEFINE_list("patients", None, "Held-out patients to run (default: every whole-abdomen patient).")
 flags.mark_flags_as_required(["model"])
 
@@ -37,7 +40,8 @@ def main(argv):
         raise ConfigError(f"--model_kwargs={FLAGS.model_kwargs}: not valid JSON") from None
     crossval.leave_one_patient_out(training.TrainConfig(
         model=FLAGS.model, model_dir=FLAGS.model_dir, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
-        model_kwargs=kwargs, seed=FLAGS.seed, verbose=2), patients=FLAGS.patients)
+        model_kwargs=kwargs, seed=FLAGS.seed, inplane_spacing=FLAGS.inplane_spacing, schedule=FLAGS.schedule,
+        verbose=2), patients=FLAGS.patients)
 
 
 if __name__ == "__main__":

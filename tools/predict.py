@@ -35,6 +35,8 @@ flags.DEFINE_integer("step", 10, "Slices between 3D sub-volume starts.", lower_b
 flags.DEFINE_enum("weighting", "mean", inference.WEIGHTINGS, "How overlapping scores are combined.")
 flags.DEFINE_integer("inplane_size", None, "Working in-plane size; 0 keeps the CT's plane (default: the training "
                      "run's, read from the config.json beside a .keras checkpoint, else the preset's).", lower_bound=0)
+flags.DEFINE_float("inplane_spacing", None, "Working plane's mm per pixel (overrides --inplane_size; default: the "
+                   "training run's, read from the config.json beside a .keras checkpoint).", lower_bound=0.01)
 flags.DEFINE_integer("num_threads", 2, "CPU threads for LiteRT (.tflite models).", lower_bound=1)
 flags.mark_flags_as_required(["model_path", "input", "output"])
 
@@ -46,7 +48,8 @@ def main(argv):
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     runtime.segment_files(
         FLAGS.model_path, FLAGS.input, FLAGS.output, model=FLAGS.model, save_probabilities=FLAGS.save_probabilities,
-        skip_bad=FLAGS.skip_bad, inplane_size=FLAGS.inplane_size, num_threads=FLAGS.num_threads,
+        skip_bad=FLAGS.skip_bad, inplane_size=FLAGS.inplane_size,
+        inplane_spacing=FLAGS.inplane_spacing, num_threads=FLAGS.num_threads,
         output_format=FLAGS.output_format, postprocess=FLAGS.postprocess, tta_flip=FLAGS.tta, batch_size=FLAGS.batch_size, stride=FLAGS.stride,
         window=FLAGS.window, step=FLAGS.step, weighting=FLAGS.weighting)
 

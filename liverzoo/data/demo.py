@@ -13,7 +13,9 @@ attribution in `demo/NOTICE`, checksums in `demo/manifest.json`):
 The demo split is by patient, never by file: the model trains on lits117, totalseg and dcmqi
 and is validated on the whole slab, a full field of view of a patient it never saw, so the
 validation figure says whether it finds the liver among spleen, stomach and kidneys. The
-LiTS 117 voxel size is unknown (the header says 1 mm); millimetre metrics on it are nominal.
+LiTS 117 voxel size is unknown (the header says 1 mm): `load_demo_volume` gives it an
+estimated in-plane spacing (`LITS117_SPACING`) so that its liver is drawn at about the size of
+the other patients' on a common working plane; millimetre metrics on it are nominal.
 """
 import os
 
@@ -35,6 +37,10 @@ PATIENT_OF_FILE = {name: patient for patient, files in FILES.items() for name in
 PATIENT_OF_FILE.update({"totalseg_example_ct_sm.nii.gz": "totalseg", "totalseg_example_liver_pred.nii.gz": "totalseg"})
 #: Patients whose scan shows the whole abdominal field of view (the liver among other organs).
 FULL_FIELD_OF_VIEW = ("totalseg", "dcmqi", "slab")
+#: LiTS 117's voxel size as the demo assumes it (the header's 1 mm is a placeholder: the liver's
+#: bounding box was resized to 128^3). 1.5 mm in-plane makes the liver 192 mm wide, an adult
+#: liver's width; with the header's 1 mm it would be drawn at two thirds of that.
+LITS117_SPACING = (1.5, 1.5, 1.0)
 #: The fixed demo split, by patient.
 DEMO_SPLIT = {"totalseg": "train", "dcmqi": "train", "lits117": "train", "slab": "val"}
 
@@ -49,6 +55,11 @@ def load_demo_volume(name):
     image, label = FILES[name]
     volume = io.load_case(demo_path(image), demo_path(label))
     volume.case_id = name
+    if name == "lits117":
+        scale = np.asarray(LITS117_SPACING) / volume.spacing
+        volume.spacing = np.asarray(LITS117_SPACING, float)
+        volume.affine = volume.affine.copy()
+        volume.affine[:3, :3] = volume.affine[:3, :3] * scale
     return volume
 
 

@@ -146,6 +146,26 @@ def resampled_shape(shape, spacing, target_spacing):
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
 
 
+def working_plane(shape, spacing, inplane_size=None, inplane_spacing=None):
+    """`(h, w)` plane a CT's slices are resized to for a model, or None to keep them.
+
+    `inplane_spacing` (mm per pixel) draws every scan at one scale, whatever its field of view:
+    a 500 mm slice at 3 mm is 167 pixels, a 300 mm one 100. Otherwise `inplane_size` gives a
+    square plane (the whole slice stretched to it); 0 or None keeps the CT's plane.
+
+    Example:
+        >>> working_plane((512, 512, 20), (0.977, 0.977, 2.0), inplane_spacing=3.0)
+        (167, 167)
+        >>> working_plane((512, 400, 20), (1.0, 1.0, 2.0), inplane_size=128)
+        (128, 128)
+    """
+    if inplane_spacing:
+        return resampled_shape(shape[:2], spacing[:2], (inplane_spacing, inplane_spacing))
+    if inplane_size:
+        return (int(inplane_size), int(inplane_size))
+    return None
+
+
 def zoom_to(volume, shape, order):
     """Resamples `volume` to `shape` (order 1 linear, 0 nearest), voxel edges aligned.
 
@@ -307,6 +327,17 @@ def apply_preset(array_hu, preset):
     return ((clipped - np.float32(preset.mean)) / np.float32(max(preset.std, 1e-8))).astype(np.float32)
 
 
+def air_value(preset, image):
+    """The normalised value of air in a preprocessed `image` (what patches and planes are padded with).
+
+    Per-volume normalisations ("zscore", "equalize") map air to the volume's minimum.
+    """
+    preset = get_preset(preset)
+    if preset.normalization in ("zscore", "equalize"):
+        return float(np.min(image))
+    return float(apply_preset(np.full((1, 1, 1), AIR_HU, np.float32), preset)[0, 0, 0])
+
+
 def foreground_samples(array_hu, label, num_samples=10000, seed=0):
     """Up to `num_samples` HU values drawn from the labelled (liver/tumor) voxels.
 
@@ -342,7 +373,8 @@ def with_ct_statistics(preset, samples):
     return dataclasses.replace(preset, window=(round(lo, 4), round(hi, 4)), mean=round(mean, 4), std=round(std, 4))
 
 
-def prepare_volume(array_hu, spacing, preset, label=None, *, inplane_size=None, target_spacing=None):
+def prepare_volume(array_hu, spacing, preset, label=None, *, inplane_size=None, target_spacing=None,
+                   inplane_spacing=None):
     """The full preprocessing of one case: padding, geometry, then intensity.
 
     Steps: `fill_padding`; `resample` to the target spacing (if any); `resize_inplane` to the
@@ -357,6 +389,8 @@ def prepare_volume(array_hu, spacing, preset, label=None, *, inplane_size=None, 
         label: optional `(X, Y, Z)` uint8 label.
         inplane_size: overrides the preset's in-plane size (0 keeps the slices as they are).
         target_spacing: overrides the preset's target spacing.
+        inplane_spacing: mm per pixel of the working plane (`working_plane`); overrides
+            `inplane_size` and the preset's.
 
     Returns:
         `(image float32, label uint8 or None, spacing (3,) float)` after preprocessing.
@@ -372,7 +406,9 @@ def prepare_volume(array_hu, spacing, preset, label=None, *, inplane_size=None, 
     shape = image.shape
     if target is not None:
         shape = resampled_shape(shape, spacing, target)
-    if size is not None:
+    if inplane_spacing:
+        shape = working_plane(image.shape, spacing, inplane_spacing=inplane_spacing) + (shape[2],)
+    elif size is not None:
         shape = (size, size, shape[2])
     if preset.num_slices is not None:
         shape = (shape[0], shape[1], preset.num_slices)

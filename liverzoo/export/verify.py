@@ -107,7 +107,7 @@ def verify_volumes(tflite_path, keras_path, cases, *, num_threads=2, log=None):
 
     keras_segmenter = runtime.load_segmenter(keras_path)
     lite_segmenter = runtime.load_segmenter(tflite_path, inplane_size=keras_segmenter.inplane_size,
-                                            num_threads=num_threads)
+                                            inplane_spacing=keras_segmenter.inplane_spacing, num_threads=num_threads)
     rows, same, total = {}, 0, 0
     for case in cases:
         expected, got = keras_segmenter.segment(case), lite_segmenter.segment(case)

@@ -81,13 +81,14 @@ class ValidationCallback(keras.callbacks.Callback):
             when given, each is segmented on its own grid by `liverzoo.inference.segment` with
             post-processing, as `tools/predict.py` does, and scored there; else the preprocessed
             validation shards are scored at the working resolution.
-        inplane_size: the run's working in-plane size (None: the preset's), for `segment`.
+        plane: the run's `(inplane_size, inplane_spacing)` (`liverzoo.training.data.data_plane`),
+            for `segment`.
     """
 
     def __init__(self, inner, config, val_files, work_dir, chief, log=print, bn_batches=None, val_cases=None,
-                 inplane_size=None):
+                 plane=(None, None)):
         super().__init__()
-        self.val_cases, self.inplane_size = val_cases, inplane_size
+        self.val_cases, (self.inplane_size, self.inplane_spacing) = val_cases, plane
         self.inner, self.config, self.val_files, self.chief, self.log = inner, config, list(val_files), chief, log
         self.bn_batches = bn_batches
         self.work_dir = work_dir
@@ -119,7 +120,8 @@ class ValidationCallback(keras.callbacks.Callback):
         for load in self.val_cases or ():
             ct = load()
             mask = inference.segment(self._predict, ct, kind=layout.name, preset=self.config.preset,
-                                     input_shape=shape, inplane_size=self.inplane_size, step=step,
+                                     input_shape=shape, inplane_size=self.inplane_size,
+                                     inplane_spacing=self.inplane_spacing, step=step,
                                      num_classes=num_classes)
             liver, tumor = mask_dice(mask, ct.label)
             cases[ct.case_id] = {"liver_dice": float(liver), "tumor_dice": float(tumor)}

@@ -34,6 +34,10 @@ class TrainConfig:
         dsd_epochs: `(dense_sparse_epochs, dense_epochs)`; default a 40/60 split of `epochs`.
         input_shape: the model's input without batch axis; for the demo the model's
             default shape, else the paper's patch with the model's T.
+        inplane_spacing: mm per pixel of the working plane for demo and NIfTI data (every scan
+            drawn at one scale; planes are sampled as input-sized patches, tiled at inference);
+            default `recipes.DEMO_INPLANE_SPACING` for the demo, the preset's fixed size for NIfTI
+            folders; 0: the fixed size. TFRecord shards keep the plane they were written with.
         augment: on-the-fly augmentation from the recipe.
         foreground_fraction: share of samples centred on liver or tumor.
         strategy: "auto", "one_device", "mirrored" or "multi_worker" (from TF_CONFIG).
@@ -65,6 +69,7 @@ class TrainConfig:
     dsd: bool = None
     dsd_epochs: tuple = None
     input_shape: tuple = None
+    inplane_spacing: float = None
     augment: bool = True
     foreground_fraction: float = 0.5
     strategy: str = "auto"
@@ -271,14 +276,24 @@ def resolve(config):
     foreground_fraction = _check_run_options(config, recipe)
     recompute = recipe.recompute if config.recompute is None else bool(config.recompute)
     model_dir = config.model_dir or os.path.join("runs", config.model)
+    inplane_spacing = _inplane_spacing(config, demo)
 
     user = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
     return ResolvedConfig(**dict(
         user, model_dir=str(model_dir), epochs=epochs, steps_per_epoch=steps, batch_size=batch, learning_rate=lr,
         schedule=schedule, optimizer=optimizer, loss=loss, class_weights=class_weights, weight_decay=weight_decay,
-        sampling=sampling, dsd=dsd, dsd_epochs=dsd_epochs, input_shape=input_shape,
+        sampling=sampling, dsd=dsd, dsd_epochs=dsd_epochs, input_shape=input_shape, inplane_spacing=inplane_spacing,
         foreground_fraction=foreground_fraction, recompute=recompute, recipe=recipe_name, kind=layout.name, preset=spec.preset,
         deep_supervision=recipe.aux_weights, augmentation=_augmentation(config, recipe, demo)))
+
+
+def _inplane_spacing(config, demo):
+    spacing = config.inplane_spacing
+    if spacing is None:
+        return recipes.DEMO_INPLANE_SPACING if demo else None
+    if spacing == 0:
+        return None
+    return _positive(spacing, "inplane_spacing", float)
 
 
 def _augmentation(config, recipe, demo):

@@ -10,7 +10,7 @@ import json
 import os
 
 from liverzoo.data import splits
-from liverzoo.errors import DataError
+from liverzoo.errors import ConfigError, DataError
 from liverzoo.training.recipes import SPARSE_STRIDE
 
 
@@ -73,17 +73,29 @@ def run_split(config, source):
     return splits.split_cases(source.case_ids, seed=config.seed, num_folds=config.num_folds, fold=config.fold)
 
 
-def data_inplane_size(config, source):
-    """In-plane size the slices are resized to for this run: None means the preset's plane.
+def data_plane(config, source):
+    """`(inplane_size, inplane_spacing)` the slices of this run are drawn on (None, None: the preset's plane).
 
-    The demo works at the model's input size (every slice of the 128^3 crop is one whole
-    input). `config.json` records it, so that `tools/predict.py` segments new CT on the
-    plane the model was trained on.
+    The demo draws every patient at `config.inplane_spacing` mm a pixel (its scans' fields of
+    view range from a 128 mm liver crop to 500 mm); with `--inplane_spacing=0` it stretches
+    every slice to the model's input size, as before. `config.json` records both, so that
+    `tools/predict.py` segments new CT on the plane the model was trained on.
+
+    Raises:
+        ConfigError: `--inplane_spacing` with TFRecord shards (their plane was fixed when they
+            were written: `tools/make_tfrecords.py --target_spacing`).
     """
+    if source.kind == "tfrecord":
+        if config.inplane_spacing:
+            raise ConfigError(f"--inplane_spacing with TFRecord shards ({source.path}): their plane was fixed "
+                              "when they were written; use tools/make_tfrecords.py --target_spacing")
+        return None, None
+    if config.inplane_spacing:
+        return 0, float(config.inplane_spacing)
     if source.kind != "demo":
-        return None
+        return None, None
     height, width = config.layout.plane(config.input_shape)
-    return height if height == width else None
+    return (height if height == width else None), None
 
 
 def prepare_data(config, source, work_dir, log=print):
@@ -104,7 +116,7 @@ def prepare_data(config, source, work_dir, log=print):
         return [files["train"]], [files["val"]]
 
     out_dir = _prepared_dir(config, source, work_dir, split)
-    inplane = data_inplane_size(config, source)
+    inplane, spacing = data_plane(config, source)
     if not os.path.isfile(os.path.join(out_dir, tfrecord.MANIFEST_NAME)):
         if source.kind == "demo":
             from liverzoo.data import demo
@@ -118,7 +130,8 @@ def prepare_data(config, source, work_dir, log=print):
             cases, shards = io.find_cases(source.path), 8
         log(f"preprocessing {len(cases)} cases with preset {config.preset!r} into {out_dir}")
         tfrecord.write_dataset(cases, out_dir, preset=config.preset, split=split, seed=config.seed,
-                               num_shards=shards, inplane_size=inplane)
+                               num_shards=shards, inplane_size=inplane,
+                               target_spacing=None if spacing is None else (spacing, spacing, None))
     train, _ = tfrecord.shard_files(out_dir, "train")
     try:
         val, _ = tfrecord.shard_files(out_dir, "val")
@@ -129,8 +142,9 @@ def prepare_data(config, source, work_dir, log=print):
 
 def _prepared_dir(config, source, work_dir, split):
     """Where demo / NIfTI cases are preprocessed into shards for this run."""
-    inplane = data_inplane_size(config, source)
-    tag = f"{config.preset}-{inplane or 'preset'}" + (f"-fold{config.fold}of{config.num_folds}" if split else "")
+    inplane, spacing = data_plane(config, source)
+    plane = f"{spacing:g}mm" if spacing else (inplane or "preset")
+    tag = f"{config.preset}-{plane}" + (f"-fold{config.fold}of{config.num_folds}" if split else "")
     return os.path.join(work_dir, "data", tag)
 
 

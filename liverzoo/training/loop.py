@@ -17,7 +17,7 @@ from liverzoo.training import callbacks as callbacks_lib
 from liverzoo.training.allocator import keep_freed_memory
 from liverzoo.training import distribute
 from liverzoo.training.config import resolve, stage_plan
-from liverzoo.training.data import (data_inplane_size, inspect_data, prepare_data, run_split, training_dataset,
+from liverzoo.training.data import (data_plane, inspect_data, prepare_data, run_split, training_dataset,
                                     validation_cases)
 from liverzoo.training.model import build_model, compile_model
 from liverzoo.training.precise_bn import batchnorm_layers
@@ -64,8 +64,9 @@ def prepare(config):
 
 
 def _write_run_config(config, source):
-    # The resolved config plus the in-plane size of the data, which inference must reuse.
-    run = dict(json.loads(config.to_json()), inplane_size=data_inplane_size(config, source))
+    # The resolved config plus the working plane of the data, which inference must reuse.
+    size, spacing = data_plane(config, source)
+    run = dict(json.loads(config.to_json()), inplane_size=size, inplane_spacing=spacing)
     callbacks_lib.write_text_atomic(os.path.join(config.model_dir, "config.json"),
                                     json.dumps(run, indent=1, sort_keys=True) + "\n")
 
@@ -147,7 +148,7 @@ def train(config, log=None):
         bn_batches = iter(training_dataset(config, sampling, train_files, 1, seed=config.seed + 1000))
     validation = callbacks_lib.ValidationCallback(
         inner, config, val_files, work_dir, chief, log, bn_batches,
-        val_cases=validation_cases(config, source, work_dir), inplane_size=data_inplane_size(config, source))
+        val_cases=validation_cases(config, source, work_dir), plane=data_plane(config, source))
     callbacks = [validation]
     if chief:
         callbacks += [callbacks_lib.TensorBoardLogger(os.path.join(config.model_dir, "logs"), validation),

@@ -37,6 +37,11 @@ DEMO_BATCH_SIZE = {"2d": 8, "3d": 2}
 #: The demo's augmentation, for every model: a few patients must teach where the liver is, so no
 #: flips and no large rotations (a 180-degree rotation is a left-right and up-down mirror: it
 #: teaches that the liver may lie on the left); scale, small rotations and intensity instead.
+#: The demo's working plane, mm per pixel: every patient's slices are resampled to it, so the
+#: same anatomy has one size in every scan (stretched to a fixed 128x128 plane, the demo's
+#: scans ranged from 1.5 to 3.9 mm a pixel). Close to the coarsest scan's own in-plane spacing
+#: (TotalSegmentator's example, 3 mm); a 500 mm field of view is then 167 pixels.
+DEMO_INPLANE_SPACING = 3.0
 DEMO_AUGMENT = dict(rotation=15, zoom=0.2, intensity_scale=0.1, intensity_shift=0.1, noise_std=0.02)
 
 

@@ -135,6 +135,15 @@ def test_trainer_checkpoint_with_its_loss_and_optimizer_loads(tiny_model_path, r
     got = np.asarray(nib.load(str(tmp_path / "mask.nii.gz")).dataobj)
     np.testing.assert_array_equal(got, ct.to_source(expected))
     assert not np.array_equal(expected, segment(model, ct, model_name="residual_unet"))  # the size matters
+    # A run that trained at a common in-plane spacing (the demo's): the CT is drawn at that scale.
+    (tmp_path / "config.json").write_text(json.dumps({"model": "residual_unet", "inplane_size": 0,
+                                                      "inplane_spacing": 6.0}))
+    result = run_cli(f"--model_path={tmp_path / 'best.keras'}", "--model=residual_unet", f"--input={real_ct_dir / CT}",
+                     f"--output={tmp_path / 'mask6.nii.gz'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "in-plane spacing 6 mm a pixel, the training run's" in result.stdout
+    expected = segment(model, ct, model_name="residual_unet", inplane_spacing=6.0)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "mask6.nii.gz")).dataobj), ct.to_source(expected))
 
 
 def test_cli_flag_error_is_one_line(tmp_path):
@@ -151,13 +160,15 @@ def test_missing_required_flag_is_one_line(tiny_model_path, real_ct_dir, tmp_pat
     assert not list(tmp_path.iterdir())
 
 
-def test_model_that_does_not_fit_the_volume(ct_volume):
-    """A fixed 512x512 input cannot take residual_unet's 256x256 working plane."""
+def test_model_larger_than_the_working_plane(ct_volume):
+    """A fixed 512x512 input takes residual_unet's 256x256 working plane padded with air (as
+    training pads its patches); the bare volume predictor refuses a plane that does not fit."""
     import keras
 
-    from liverzoo.inference import segment
+    from liverzoo.inference import predict_volume, segment
 
     x = keras.Input((512, 512, 1))
     big = keras.Model(x, keras.layers.Conv2D(3, 1, activation="softmax")(x), name="big")
+    assert segment(big, ct_volume, model_name="residual_unet").shape == ct_volume.array.shape
     with pytest.raises(DataError, match="smaller than the model's input 512x512"):
-        segment(big, ct_volume, model_name="residual_unet")
+        predict_volume(lambda b: b, np.zeros((256, 256, 2), np.float32), kind="2d", input_shape=(512, 512, 1))

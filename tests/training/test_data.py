@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from liverzoo import training
-from liverzoo.data import phantom, splits, tfrecord
-from liverzoo.errors import DataError
+from liverzoo.data import demo, phantom, splits, tfrecord
+from liverzoo.errors import ConfigError, DataError
+from liverzoo.training import recipes
 from liverzoo.training import data as training_data
 from tests.training.helpers import PHANTOM_SPLIT, write_phantom_shards
 
@@ -40,15 +41,43 @@ def test_k_fold_regroups_shards_by_case(shards, tmp_path):
     assert got == {s: sorted(c for c, v in split.items() if v == s) for s in ("train", "val")}
 
 
-def test_demo_data_is_prepared_at_the_model_input_size(tmp_path):
+def test_demo_data_is_drawn_at_one_in_plane_spacing(tmp_path):
+    """Every patient's slices at the demo's 3 mm a pixel, whatever the scan's field of view."""
     config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", input_shape=(32, 32, 1),
                                                                  model_dir=str(tmp_path)))
+    assert config.inplane_spacing == recipes.DEMO_INPLANE_SPACING == 3.0
+    assert training_data.data_plane(config, source) == (0, 3.0)
     train_files, val_files = training_data.prepare_data(config, source, str(tmp_path), log=lambda *a: None)
     val = list(tfrecord.read_cases(val_files, split="all"))
     assert [c.case_id for c in val] == ["slab"]  # the fixed demo split, by patient
-    assert val[0].image.shape[:2] == (32, 32) and set(np.unique(val[0].label)) == {0, 1}
-    assert sorted(c.case_id for c in tfrecord.read_cases(train_files, split="all")) == [
-        "dcmqi", "lits117", "totalseg"]
+    assert set(np.unique(val[0].label)) == {0, 1}
+    cases = {c.case_id: c for c in tfrecord.read_cases(train_files, split="all")}
+    assert sorted(cases) == ["dcmqi", "lits117", "totalseg"]
+    planes = {}
+    for case in list(cases.values()) + val:
+        ct = demo.load_demo_volume(case.case_id)
+        mm = np.asarray(ct.array.shape[:2]) * ct.spacing[:2] / case.image.shape[:2]
+        np.testing.assert_allclose(mm, 3.0, rtol=0.02, err_msg=case.case_id)
+        planes[case.case_id] = case.image.shape[:2]
+    # 500, 415 and 366 x 303 mm fields of view; LiTS 117 at its estimated 1.5 mm.
+    assert planes == {"slab": (167, 167), "dcmqi": (138, 138), "totalseg": (122, 101), "lits117": (64, 64)}
+
+
+def test_demo_data_at_the_model_input_size_with_inplane_spacing_0(tmp_path):
+    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", input_shape=(32, 32, 1),
+                                                                 inplane_spacing=0, model_dir=str(tmp_path)))
+    assert config.inplane_spacing is None and training_data.data_plane(config, source) == (32, None)
+    _, val_files = training_data.prepare_data(config, source, str(tmp_path), log=lambda *a: None)
+    assert next(iter(tfrecord.read_cases(val_files, split="all"))).image.shape[:2] == (32, 32)
+
+
+def test_inplane_spacing_is_refused_for_tfrecord_shards(shards, tmp_path):
+    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", data=shards, inplane_spacing=2.0,
+                                                                 model_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="--inplane_spacing with TFRecord shards"):
+        training_data.data_plane(config, source)
+    with pytest.raises(ConfigError, match="--inplane_spacing must be a positive float"):
+        training.prepare(training.TrainConfig(model="residual_unet", inplane_spacing=-1.0, model_dir=str(tmp_path)))
 
 
 def test_nifti_folder_is_preprocessed_into_shards_with_a_held_out_case(tmp_path):

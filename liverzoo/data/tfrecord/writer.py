@@ -258,9 +258,7 @@ def _prepare_case(case, preset, seed):
     volume = case.load()
     _require_label(volume, case.case_id)
     image, label, spacing = preprocess.prepare_volume(volume.array, volume.spacing, preset, volume.label)
-    pad_value = float(preprocess.apply_preset(np.full((2, 2, 2), preprocess.AIR_HU, np.float32), preset)[0, 0, 0])
-    if preset.normalization in ("zscore", "equalize"):
-        pad_value = float(image.min())  # per-volume normalisations: air maps to the minimum
+    pad_value = preprocess.air_value(preset, image)
     record = encode_case(case.case_id, image, label, spacing, pad_value, seed)
     entry = {
         "case_id": case.case_id,
