@@ -233,9 +233,11 @@ class WorkingVolume:
         preset: a preset name or `Preset` (without z resampling).
         plane: `(h, w)` working plane, or None for the CT's own.
         slab: native slices read at a time.
+        antialias: smooth slices before they shrink (`preprocess.zoom_to`; the working plane
+            at an in-plane spacing).
     """
 
-    def __init__(self, source, preset, plane=None, slab=SLAB):
+    def __init__(self, source, preset, plane=None, slab=SLAB, antialias=False):
         self.preset = preprocess.get_preset(preset)
         size_x, size_y, size_z = source.shape
         self.plane = tuple(plane) if plane else (size_x, size_y)
@@ -245,7 +247,8 @@ class WorkingVolume:
         low, high, total = np.inf, -np.inf, 0.0
         for z0 in range(0, size_z, slab):
             z1 = min(z0 + slab, size_z)
-            image = preprocess.zoom_to(preprocess.fill_padding(source.read(z0, z1)), self.plane + (z1 - z0,), 1)
+            image = preprocess.zoom_to(preprocess.fill_padding(source.read(z0, z1)), self.plane + (z1 - z0,), 1,
+                                       antialias=antialias)
             clipped = np.clip(image, np.float32(lo), np.float32(hi))
             low, high = min(low, float(clipped.min())), max(high, float(clipped.max()))
             total += float(clipped.sum(dtype=np.float64))
@@ -331,7 +334,7 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
         raise ConfigError(f"preset {preset.name} resamples along z: use the whole-volume path")
     size = preset.inplane_size if inplane_size is None else (inplane_size or None)
     plane = preprocess.working_plane(source.shape, source.spacing, size, inplane_spacing)
-    working = WorkingVolume(source, preset, plane, slab)
+    working = WorkingVolume(source, preset, plane, slab, antialias=bool(inplane_spacing))
     labels = MaskFile(source.shape)
     try:
         for z0, block in iter_probabilities(predict_fn, working.take, working.shape, layout=layout,

@@ -141,3 +141,24 @@ def test_prepare_volume_every_preset(name):
     if preset.normalization == "zscore":
         assert abs(image.mean()) < 1e-4 and abs(image.std() - 1) < 1e-4
     assert preprocess.Preset.from_dict(preset.to_dict()) == preset
+
+
+def test_antialiased_zoom_averages_noise_as_a_coarser_pixel_does():
+    """Shrinking 4x in-plane: plain resampling keeps white noise strong (each output
+    pixel blends 2x2 input pixels: std 0.5), the antialiased one smooths it as a 4x larger pixel
+    would (std ~1/4 for a box average; the Gaussian rule gives 0.19); a constant stays
+    constant, a kept axis is untouched (slab-wise equality), and labels are never smoothed."""
+    noise = np.random.default_rng(0).normal(0.0, 1.0, (256, 256, 3)).astype(np.float32)
+    plain = preprocess.zoom_to(noise, (64, 64, 3), 1)
+    smooth = preprocess.zoom_to(noise, (64, 64, 3), 1, antialias=True)
+    assert plain.std() > 0.45 and 0.12 < smooth.std() < 0.3
+    np.testing.assert_allclose(preprocess.zoom_to(np.full((256, 256, 3), 40.0), (64, 64, 3), 1, antialias=True), 40.0,
+                               rtol=1e-6)
+    slab = preprocess.zoom_to(noise[:, :, 1:2], (64, 64, 1), 1, antialias=True)
+    np.testing.assert_array_equal(slab, smooth[:, :, 1:2])
+    labels = (noise > 0).astype(np.uint8)
+    np.testing.assert_array_equal(preprocess.zoom_to(labels, (64, 64, 3), 0, antialias=True),
+                                  preprocess.zoom_to(labels, (64, 64, 3), 0))
+    # Growing is never smoothed.
+    np.testing.assert_array_equal(preprocess.zoom_to(noise, (300, 300, 3), 1, antialias=True),
+                                  preprocess.zoom_to(noise, (300, 300, 3), 1))
