@@ -257,7 +257,8 @@ def resolve(config):
     steps = given_or("steps_per_epoch", recipes.DEMO_STEPS_PER_EPOCH if demo else recipes.PAPER_STEPS_PER_EPOCH)
     batch = given_or("batch_size", recipes.DEMO_BATCH_SIZE[layout.name] if demo else recipe.batch_size)
     lr = given_or("learning_rate", recipe.learning_rate, float)
-    schedule = check_choice(config.schedule or recipe.schedule, schedules.SCHEDULES, "schedule")
+    schedule = check_choice(config.schedule or (recipes.DEMO_SCHEDULE if demo else recipe.schedule),
+                            schedules.SCHEDULES, "schedule")
     optimizer = check_choice(config.optimizer or recipe.optimizer, recipes.OPTIMIZERS, "optimizer")
     loss = check_choice(config.loss or recipe.loss, tuple(losses.LOSSES), "loss")
     class_weights = config.class_weights if config.class_weights is not None else recipe.class_weights

@@ -32,11 +32,15 @@ SPARSE_STRIDE = 2
 # The embedded demo: 4 small cases; these defaults make `tools/train.py --model=residual_unet`
 # finish in minutes on a 2-core CPU (docs/training.md has the measured run).
 DEMO_EPOCHS = 6
-DEMO_STEPS_PER_EPOCH = 40
+DEMO_STEPS_PER_EPOCH = 30
 DEMO_BATCH_SIZE = {"2d": 8, "3d": 2}
 #: The demo's augmentation, for every model: a few patients must teach where the liver is, so no
 #: flips and no large rotations (a 180-degree rotation is a left-right and up-down mirror: it
 #: teaches that the liver may lie on the left); scale, small rotations and intensity instead.
+#: The demo's learning-rate schedule, for every model: cosine decay to 0 over the run, so the last
+#: epochs take small steps. With the recipes' constant rate the held-out liver Dice swung from
+#: epoch to epoch (leave-one-patient-out, dcmqi held out: 0.87, 0.81, 0.02, 0.05, 0.92, 0.75).
+DEMO_SCHEDULE = "cosine"
 #: The demo's working plane, mm per pixel: every patient's slices are resampled to it, so the
 #: same anatomy has one size in every scan (stretched to a fixed 128x128 plane, the demo's
 #: scans ranged from 1.5 to 3.9 mm a pixel). Close to the coarsest scan's own in-plane spacing

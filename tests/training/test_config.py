@@ -51,6 +51,9 @@ def test_demo_defaults_are_small():
     config = training.resolve(training.TrainConfig(model="residual_unet"))
     assert config.input_shape == models.SPECS["residual_unet"].default_input_shape
     assert config.epochs == training.DEMO_EPOCHS and config.model_dir == os.path.join("runs", "residual_unet")
+    # The demo's short runs decay the rate to 0 (the paper's constant rate swung from epoch to epoch).
+    assert config.schedule == "cosine" and config.inplane_spacing == 3.0
+    assert training.resolve(training.TrainConfig(model="residual_unet", schedule="constant")).schedule == "constant"
 
 
 BAD_CONFIGS = [
