@@ -48,7 +48,7 @@ flags.DEFINE_bool("recompute", None, "Gradient checkpointing (default: recipe; L
 flags.DEFINE_integer("num_folds", 1, "Case-level k-fold cross-validation (1: the data's own split).")
 flags.DEFINE_integer("fold", 0, "Validation fold, 0 <= fold < num_folds.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, sampling, augmentation and folds.")
-flags.DEFINE_integer("val_every", 1, "Validate every N epochs (and after the last).")
+flags.DEFINE_integer("val_every", None, "Validate every N epochs (and after the last); default 1, 2 for the demo.")
 flags.DEFINE_integer("precise_bn_batches", 16, "Training batches to recompute BatchNorm statistics before validation.")
 flags.DEFINE_integer("verbose", 1, "1: progress bar with ETA, 2: one line per epoch, 0: quiet.")
 flags.mark_flags_as_required(["model"])

@@ -45,7 +45,8 @@ class TrainConfig:
         recompute: gradient checkpointing (see `RecomputeModel`).
         num_folds, fold: case-level k-fold cross-validation (num_folds 1: the data's own split).
         seed: seeds weights, sampling, augmentation and fold assignment.
-        val_every: validate every this many epochs (and always after the last).
+        val_every: validate every this many epochs (and always after the last); default 1, the
+            demo's `recipes.DEMO_VAL_EVERY`.
         precise_bn_batches: before each validation, BatchNorm moving statistics are
             recomputed as the average over this many training batches (Precise BN, Wu &
             Johnson 2021); 0 keeps Keras' running averages.
@@ -78,7 +79,7 @@ class TrainConfig:
     num_folds: int = 1
     fold: int = 0
     seed: int = 0
-    val_every: int = 1
+    val_every: int = None
     precise_bn_batches: int = 16
     verbose: int = 1
 
@@ -214,7 +215,6 @@ def _check_run_options(config, recipe):
         raise ConfigError(f"--fold must be in [0, {num_folds - 1}] with --num_folds={num_folds}, got {config.fold!r}")
     if not isinstance(config.seed, int) or config.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {config.seed!r}")
-    _positive(config.val_every, "val_every")
     if not isinstance(config.precise_bn_batches, int) or config.precise_bn_batches < 0:
         raise ConfigError(f"--precise_bn_batches must be a non-negative integer, got {config.precise_bn_batches!r}")
     if config.verbose not in (0, 1, 2):
@@ -255,6 +255,7 @@ def resolve(config):
 
     epochs = given_or("epochs", recipes.DEMO_EPOCHS if demo else recipe.epochs)
     steps = given_or("steps_per_epoch", recipes.DEMO_STEPS_PER_EPOCH if demo else recipes.PAPER_STEPS_PER_EPOCH)
+    val_every = given_or("val_every", recipes.DEMO_VAL_EVERY if demo else 1)
     batch = given_or("batch_size", recipes.DEMO_BATCH_SIZE[layout.name] if demo else recipe.batch_size)
     lr = given_or("learning_rate", recipe.learning_rate, float)
     schedule = check_choice(config.schedule or (recipes.DEMO_SCHEDULE if demo else recipe.schedule),
@@ -284,6 +285,7 @@ def resolve(config):
         user, model_dir=str(model_dir), epochs=epochs, steps_per_epoch=steps, batch_size=batch, learning_rate=lr,
         schedule=schedule, optimizer=optimizer, loss=loss, class_weights=class_weights, weight_decay=weight_decay,
         sampling=sampling, dsd=dsd, dsd_epochs=dsd_epochs, input_shape=input_shape, inplane_spacing=inplane_spacing,
+        val_every=val_every,
         foreground_fraction=foreground_fraction, recompute=recompute, recipe=recipe_name, kind=layout.name, preset=spec.preset,
         deep_supervision=recipe.aux_weights, augmentation=_augmentation(config, recipe, demo)))
 

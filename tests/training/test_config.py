@@ -52,7 +52,8 @@ def test_demo_defaults_are_small():
     assert config.input_shape == models.SPECS["residual_unet"].default_input_shape
     assert config.epochs == training.DEMO_EPOCHS and config.model_dir == os.path.join("runs", "residual_unet")
     # The demo's short runs decay the rate to 0 (the paper's constant rate swung from epoch to epoch).
-    assert config.schedule == "cosine" and config.inplane_spacing == 3.0
+    assert config.schedule == "cosine" and config.inplane_spacing == 3.0 and config.val_every == 2
+    assert training.resolve(training.TrainConfig(model="residual_unet", data="x")).val_every == 1
     assert training.resolve(training.TrainConfig(model="residual_unet", schedule="constant")).schedule == "constant"
 
 
