@@ -54,6 +54,23 @@ def test_dsd_switches_sampling_at_the_configured_epoch(shards, tmp_path, monkeyp
     assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
 
 
+def test_validation_every_other_epoch_keeps_the_history_aligned(shards, tmp_path):
+    """--val_every=2 over 3 epochs validates after epochs 2 and 3 (the last); epoch 1's
+    history row says so with NaN instead of shifting the later scores (the demo's default)."""
+    import csv
+
+    validated = []
+    config = tiny_config("residual_unet", shards, tmp_path, epochs=3, val_every=2, precise_bn_batches=0)
+    result = training.train(config, log=lambda m: validated.append(m) if m.startswith("epoch ") else None)
+    assert [int(m.split(":")[0].split()[1]) for m in validated] == [2, 3]
+    history = result["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3] and np.isnan(history[0]["val_liver_dice"])
+    assert [h["val_liver_dice"] for h in history[1:]] == [json.loads(line)["liver_dice"] for line in
+                                                          (tmp_path / "validation.jsonl").read_text().splitlines()]
+    with open(tmp_path / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3
+
+
 def test_mixed_precision_trains_with_float32_outputs_and_restores_the_policy(shards, tmp_path):
     before = keras.config.dtype_policy().name
     config = tiny_config("residual_unet", shards, tmp_path, mixed_precision=True)
