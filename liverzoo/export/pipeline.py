@@ -40,21 +40,25 @@ def _check_options(output, format, quantize, representative_data):
 
 
 def _load(model_path, model, input_shape, preset):
-    """(Keras model, export input shape or None for the model's own)."""
+    """(Keras model, export input shape or None for the model's own, the training run's working
+    plane `{"inplane_size", "inplane_spacing"}` to store in the file's metadata)."""
     if (model_path is None) == (model is None):
         raise ConfigError("give exactly one of --model_path (a .keras checkpoint) or --model (a zoo name)")
     if model is not None:
         from liverzoo import models
 
         kwargs = {} if input_shape is None else {"input_shape": parse_input_shape(input_shape)}
-        return models.build(model, **kwargs), None
+        return models.build(model, **kwargs), None, {}
     if not os.path.isfile(model_path) or not model_path.endswith(".keras"):
         raise DataError(f"--model_path={model_path}: not a .keras file")
     from liverzoo import runtime
 
-    # The run's in-plane size does not matter here: the file keeps the checkpoint's input.
+    # The file keeps the checkpoint's input; the run's working plane (config.json beside the
+    # checkpoint) goes into the metadata, so that an app draws CT at the scale it was trained at.
     keras_model = runtime.load_segmenter(model_path, preset=preset, inplane_size=0).model
-    return keras_model, None if input_shape is None else parse_input_shape(input_shape)
+    size, spacing, _ = runtime.training_plane(model_path)
+    plane = {k: v for k, v in (("inplane_size", size), ("inplane_spacing", spacing)) if v is not None}
+    return keras_model, None if input_shape is None else parse_input_shape(input_shape), plane
 
 
 def export_model(output, *, model_path=None, model=None, input_shape=None, format="tflite", quantize="none",
@@ -94,12 +98,12 @@ def export_model(output, *, model_path=None, model=None, input_shape=None, forma
         >>> export_model("ru_int8.tflite", model="residual_unet", input_shape="64,64,1", quantize="int8")
     """
     _check_options(output, format, quantize, representative_data)
-    keras_model, input_shape = _load(model_path, model, input_shape, preset)
+    keras_model, input_shape, plane = _load(model_path, model, input_shape, preset)
     if format == "saved_model":
         export_saved_model(keras_model, output, input_shape=input_shape)
         log(f"wrote SavedModel {output} (signature '{SIGNATURE}')")
         return output
-    metadata = zoo_metadata(keras_model, preset=preset, input_shape=input_shape)
+    metadata = dict(zoo_metadata(keras_model, preset=preset, input_shape=input_shape), **plane)
     if metadata["preset"] is None and (verify or (quantize == "int8" and not representative_data)):
         raise ConfigError(
             f"model {keras_model.name!r} is not a zoo name, so its preprocessing is unknown: pass --preset "

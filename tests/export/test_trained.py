@@ -38,3 +38,16 @@ def test_int8_file_keeps_its_integer_graph(trained_int8):
     assert export.float_ops(str(path)) == []
     assert not any(op.startswith("CUSTOM") or op in ("QUANTIZE", "DEQUANTIZE") for op in export.tflite_ops(str(path)))
     assert any("argmax agreement" in line for line in lines)
+
+
+def test_exported_file_carries_the_runs_working_plane(trained_int8):
+    """The checkpoint trained on 128x128 planes (its config.json): the file says so, and the
+    runtime segments with that plane, not the preset's 256, without being told."""
+    from liverzoo import lite, runtime
+
+    path, _ = trained_int8
+    assert lite.read_metadata(str(path))["inplane_size"] == 128
+    assert "inplane_spacing" not in lite.read_metadata(str(path))
+    segmenter = runtime.load_segmenter(path)
+    assert (segmenter.inplane_size, segmenter.inplane_spacing) == (128, None)
+    assert runtime.load_segmenter(path, inplane_spacing=3.0).inplane_spacing == 3.0  # a flag still wins
