@@ -45,7 +45,8 @@ class Segmenter:
             `.keras` checkpoint), None for the preset's.
         inplane_spacing: the working plane's mm per pixel the training run recorded (it wins
             over `inplane_size`), None when the run used a fixed size.
-        run_config: the config.json that the working plane came from, or None.
+        run_config: where the working plane came from (the run's config.json, or a `.tflite`
+            file's metadata), or None.
         num_classes: classes the file's metadata declares, or None.
         model: the `keras.Model`, `liverzoo.lite.LiteModel` or loaded SavedModel.
         unknown: why the preprocessing is unknown (for the error), None when it is known.
@@ -164,10 +165,12 @@ def _load_tflite(path, num_threads):
 
     model = lite.LiteModel(path, num_threads=num_threads)
     meta = model.metadata
+    has_plane = meta.get("inplane_size") is not None or meta.get("inplane_spacing") is not None
     # Files exported from a trainer checkpoint carry the run's working plane (absent: the preset's).
     return Segmenter(path, "tflite", model.predict, model.input_shape, name=meta.get("model"), kind=meta.get("kind"),
                      preset=meta.get("preset"), num_classes=meta.get("num_classes"), model=model,
                      inplane_size=meta.get("inplane_size"), inplane_spacing=meta.get("inplane_spacing"),
+                     run_config=f"{path}'s metadata" if has_plane else None,
                      unknown="the file has no liverzoo metadata")
 
 
@@ -406,13 +409,10 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
     segmenter = load_segmenter(model_path, model, inplane_size=inplane_size, inplane_spacing=inplane_spacing,
                                num_threads=num_threads)
     segmenter.require_preprocessing()
-    plane = (f"in-plane spacing {segmenter.inplane_spacing:g} mm a pixel" if segmenter.inplane_spacing
-             else f"in-plane size {segmenter.inplane_size}")
     if segmenter.run_config is not None:
+        plane = (f"in-plane spacing {segmenter.inplane_spacing:g} mm a pixel" if segmenter.inplane_spacing
+                 else f"in-plane size {segmenter.inplane_size}")
         log(f"{plane}, the training run's ({segmenter.run_config})")
-    elif segmenter.format == "tflite" and (segmenter.inplane_spacing or segmenter.inplane_size is not None) \
-            and inplane_size is None and inplane_spacing is None:
-        log(f"{plane}, the training run's (the file's metadata)")
     if not _is_file_name(output):
         os.makedirs(output, exist_ok=True)
     progress, skipped = Progress(len(cases)), []

@@ -413,10 +413,9 @@ def prepare_volume(array_hu, spacing, preset, label=None, *, inplane_size=None, 
     shape = image.shape
     if target is not None:
         shape = resampled_shape(shape, spacing, target)
-    if inplane_spacing:
-        shape = working_plane(image.shape, spacing, inplane_spacing=inplane_spacing) + (shape[2],)
-    elif size is not None:
-        shape = (size, size, shape[2])
+    plane = working_plane(image.shape, spacing, size, inplane_spacing)
+    if plane is not None:
+        shape = plane + (shape[2],)
     if preset.num_slices is not None:
         shape = (shape[0], shape[1], preset.num_slices)
     new_spacing = spacing * np.asarray(image.shape) / np.asarray(shape)
