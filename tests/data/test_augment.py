@@ -13,7 +13,7 @@ from liverzoo.errors import ConfigError  # noqa: E402
 # Everything on: the residual U-Net recipe (rotation 180, zoom 0.2, elastic) plus the rest.
 ALL_ON = augment.AugmentConfig(
     rotation=180, zoom=0.2, shift=0.1, elastic=0.03, flip_axes=("d", "h", "w"),
-    intensity_scale=0.1, intensity_shift=0.1, noise_std=0.01,
+    intensity_scale=0.1, intensity_shift=0.1, noise_std=0.01, organ_contrast=0.3,
 )
 GEOMETRY_ONLY = augment.AugmentConfig(rotation=180, zoom=0.2, shift=0.1, elastic=0.03, flip_axes=("h", "w"))
 
@@ -130,6 +130,43 @@ def test_identity_config_changes_nothing():
     np.testing.assert_array_equal(out_label.numpy(), label)
 
 
+@pytest.mark.parametrize("layout", ["2d_stack", "3d_subvolume"])
+def test_organ_contrast_shifts_only_the_labelled_organ_by_one_offset(layout):
+    # Reference: offset * (3x3 mean of the organ mask) added to every slice (SciPy's uniform
+    # filter; zero-padded like SAME average pooling counts only inside pixels, so compare the interior).
+    label2d = _blob_label((24, 24), seed=3)
+    image = np.random.default_rng(4).normal(size=(24, 24, 5)).astype(np.float32)
+    config = augment.AugmentConfig(organ_contrast=0.3)
+    if layout == "2d_stack":
+        out, out_label = augment.augment_example(tf.constant(image), tf.constant(label2d), config)
+        delta = out.numpy() - image
+        mask = np.repeat((label2d >= 1)[..., None], 5, axis=2)
+    else:
+        volume = np.transpose(image, (2, 0, 1))[..., None]
+        label3d = np.stack([label2d, np.zeros_like(label2d), label2d, label2d, np.zeros_like(label2d)])
+        out, out_label = augment.augment_example(tf.constant(volume), tf.constant(label3d), config)
+        delta = np.transpose(out.numpy()[..., 0], (1, 2, 0)) - image
+        mask = np.transpose(label3d >= 1, (1, 2, 0))
+        label2d = label3d
+    np.testing.assert_array_equal(out_label.numpy(), label2d)
+    soft = ndimage.uniform_filter(mask.astype(np.float64), size=(3, 3, 1), mode="constant")
+    inside = soft > 0.999  # the organ's interior: the full offset
+    offset = delta[inside].mean()
+    assert 0 < abs(offset) <= 0.3
+    np.testing.assert_allclose(delta[inside], offset, atol=1e-5)
+    np.testing.assert_allclose(delta[1:-1, 1:-1], offset * soft[1:-1, 1:-1], atol=1e-5)
+    assert np.all(delta[soft == 0] == 0)  # nothing outside the organ and its 1-pixel rim
+
+
+def test_organ_augmentations_leave_an_example_without_organ_unchanged():
+    image = np.random.default_rng(6).normal(size=(12, 12, 1)).astype(np.float32)
+    label = np.zeros((12, 12), np.int32)
+    out, out_label = augment.augment_example(tf.constant(image), tf.constant(label),
+                                             augment.AugmentConfig(organ_contrast=0.3))
+    np.testing.assert_array_equal(out.numpy(), image)
+    np.testing.assert_array_equal(out_label.numpy(), label)
+
+
 def test_works_inside_tf_data_map():
     label = _blob_label((32, 32))
     image = np.eye(3, dtype=np.float32)[label]
@@ -145,6 +182,7 @@ def test_works_inside_tf_data_map():
         (dict(zoom=1.0), "zoom"),
         (dict(flip_axes=("x",)), "flip_axes"),
         (dict(elastic_grid=1), "elastic_grid"),
+        (dict(organ_contrast=-0.1), "organ_contrast"),
     ],
 )
 def test_bad_config_raises(kwargs, match):
