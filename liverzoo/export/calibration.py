@@ -12,13 +12,14 @@ from liverzoo.errors import ConfigError, DataError
 from liverzoo.layout import layout_of
 
 
-def demo_inputs(input_shape, preset, *, num_samples=16):
+def demo_inputs(input_shape, preset, *, num_samples=16, inplane_spacing=None):
     """Real CT model inputs from the embedded demo cases (see `sample_inputs`).
 
     Args:
         input_shape: per-example model input shape, `(H, W, T)` or `(D, H, W, 1)`.
         preset: name in `liverzoo.data.preprocess.PRESETS`.
         num_samples: number of inputs (spread over the demo cases).
+        inplane_spacing: the training run's working plane in mm a pixel, or None.
 
     Returns:
         float32 array `(num_samples,) + input_shape`.
@@ -29,14 +30,17 @@ def demo_inputs(input_shape, preset, *, num_samples=16):
     """
     from liverzoo.data import demo
 
-    return sample_inputs(demo.demo_cases(), input_shape, preset, num_samples=num_samples)[0]
+    return sample_inputs(demo.demo_cases(), input_shape, preset, num_samples=num_samples,
+                         inplane_spacing=inplane_spacing)[0]
 
 
-def sample_inputs(cases, input_shape, preset, *, num_samples=16):
+def sample_inputs(cases, input_shape, preset, *, num_samples=16, inplane_spacing=None):
     """Model inputs (and labels) from real CT cases, preprocessed as the model expects.
 
     Each case goes through `preprocess.prepare_volume` with `preset` (padding, in-plane size
-    of the model, intensity); then slice stacks `(H, W, T)` (T adjacent slices, edges
+    of the model, intensity), or with `inplane_spacing` on the plane of a run trained at that
+    many mm a pixel, cut or padded with air around its centre to the model's input (inputs
+    then show anatomy at the scale the model segments it at); then slice stacks `(H, W, T)` (T adjacent slices, edges
     repeated, `sampling.extract_stack`) or sub-volumes `(D, H, W, 1)` are taken at evenly
     spaced slice positions. Used to calibrate int8, to verify exported files and to
     fine-tune the test models.
@@ -46,6 +50,8 @@ def sample_inputs(cases, input_shape, preset, *, num_samples=16):
         input_shape: per-example model input shape.
         preset: name in `liverzoo.data.preprocess.PRESETS`.
         num_samples: number of inputs, spread over the cases.
+        inplane_spacing: mm a pixel of the working plane (`preprocess.working_plane`), or
+            None for the whole slice resized to the input.
 
     Returns:
         `(images float32 (N,) + input_shape, labels int32 (N, H, W) / (N, D, H, W) or None)`;
@@ -70,9 +76,17 @@ def sample_inputs(cases, input_shape, preset, *, num_samples=16):
         count = num_samples // len(cases) + (k < num_samples % len(cases))
         if count == 0:
             continue
-        image, label, _ = preprocess.prepare_volume(
-            case.array, case.spacing, preset, case.label, inplane_size=height if height == width else 0
-        )
+        if inplane_spacing:
+            image, label, _ = preprocess.prepare_volume(case.array, case.spacing, preset, case.label,
+                                                        inplane_spacing=inplane_spacing)
+            origin = sampling.patch_origin(image.shape[:2], (height, width), center=np.array(image.shape[:2]) // 2)
+            air = preprocess.air_value(preset, image)
+            image = sampling.crop_or_pad(image, origin, (height, width), pad_value=air)
+            label = None if label is None else sampling.crop_or_pad(label, origin, (height, width))
+        else:
+            image, label, _ = preprocess.prepare_volume(
+                case.array, case.spacing, preset, case.label, inplane_size=height if height == width else 0
+            )
         if image.shape[:2] != (height, width):
             image = preprocess.resize_inplane(image, (height, width))
             label = None if label is None else preprocess.resize_inplane(label, (height, width), order=0)
@@ -91,7 +105,7 @@ def sample_inputs(cases, input_shape, preset, *, num_samples=16):
     return images, np.stack(labels).astype(np.int32)
 
 
-def calibration_inputs(representative_data, input_shape, preset, *, num_samples=32):
+def calibration_inputs(representative_data, input_shape, preset, *, num_samples=32, inplane_spacing=None):
     """Per-example float32 inputs for int8 calibration (see `convert_tflite`).
 
     Args:
@@ -100,6 +114,8 @@ def calibration_inputs(representative_data, input_shape, preset, *, num_samples=
         input_shape: per-example model input shape.
         preset: preprocessing preset (used for the demo CT).
         num_samples: at most this many inputs.
+        inplane_spacing: for the demo CT, the training run's working plane (mm a pixel): the
+            calibration inputs are drawn at that scale, as the runtime will feed the model.
 
     Returns:
         float32 array `(N,) + input_shape`, N >= 1.
@@ -110,7 +126,7 @@ def calibration_inputs(representative_data, input_shape, preset, *, num_samples=
     """
     input_shape = tuple(input_shape)
     if representative_data is None:
-        return demo_inputs(input_shape, preset, num_samples=num_samples)
+        return demo_inputs(input_shape, preset, num_samples=num_samples, inplane_spacing=inplane_spacing)
     if isinstance(representative_data, (str, os.PathLike)):
         items = _tfrecord_inputs(os.fspath(representative_data), input_shape, num_samples, preset)
         where = f"--representative_data={os.fspath(representative_data)}"

@@ -207,8 +207,11 @@ class TFLiteExporter:
         if quantize == "fp16":
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "int8":
+            # A run trained at a working plane (metadata from its config.json) is calibrated
+            # on inputs at that scale, the inputs the runtime will feed it.
             calibration = calibration_inputs(representative_data, self.input_shape,
-                                             self.metadata.get("preset"), num_samples=num_calibration)
+                                             self.metadata.get("preset"), num_samples=num_calibration,
+                                             inplane_spacing=self.metadata.get("inplane_spacing"))
             key = input_name(self.input_shape)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.representative_dataset = lambda: ({key: x[None]} for x in calibration)

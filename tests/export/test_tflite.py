@@ -111,3 +111,23 @@ def test_outputs_replace_existing_ones_atomically(tmp_path):
     export.write_tflite(b"TFL3-new", tmp_path / "m.tflite")
     assert (tmp_path / "m.tflite").read_bytes() == b"TFL3-new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite", "sm"]  # no temporary names left
+
+
+def test_int8_is_calibrated_on_the_runs_working_plane(monkeypatch):
+    """Metadata naming a run's inplane_spacing (from its config.json) reaches the demo-CT calibration."""
+    import keras
+
+    from liverzoo.export import tflite
+
+    calls = []
+
+    def recording(representative_data, input_shape, preset, **kwargs):
+        calls.append(kwargs)
+        return _random_stacks(input_shape, 4)
+
+    monkeypatch.setattr(tflite, "calibration_inputs", recording)
+    x = keras.Input((16, 16, 1))
+    model = keras.Model(x, keras.layers.Conv2D(3, 3, padding="same", activation="softmax")(x), name="tiny")
+    export.convert_tflite(model, "int8", metadata={"preset": "residual_unet", "inplane_spacing": 3.0})
+    export.convert_tflite(model, "int8", metadata={"preset": "residual_unet", "inplane_size": 128})
+    assert [call["inplane_spacing"] for call in calls] == [3.0, None]
