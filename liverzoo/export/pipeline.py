@@ -113,7 +113,8 @@ def export_model(output, *, model_path=None, model=None, input_shape=None, forma
     write_tflite(data, output)
     log(f"wrote {output} ({len(data):,} bytes, {quantize})")
     if verify:
-        inputs = demo_inputs(metadata["input_shape"], metadata["preset"], num_samples=num_verify)
+        inputs = demo_inputs(metadata["input_shape"], metadata["preset"], num_samples=num_verify,
+                             inplane_spacing=metadata.get("inplane_spacing"))
         report = verify_tflite(output, keras_model, inputs)
         log(
             f"verified in LiteRT on {report['num_inputs']} demo CT inputs: max |dp| "
