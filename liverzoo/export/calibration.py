@@ -40,10 +40,10 @@ def sample_inputs(cases, input_shape, preset, *, num_samples=16, inplane_spacing
     Each case goes through `preprocess.prepare_volume` with `preset` (padding, in-plane size
     of the model, intensity), or with `inplane_spacing` on the plane of a run trained at that
     many mm a pixel, cut or padded with air around its centre to the model's input (inputs
-    then show anatomy at the scale the model segments it at); then slice stacks `(H, W, T)` (T adjacent slices, edges
-    repeated, `sampling.extract_stack`) or sub-volumes `(D, H, W, 1)` are taken at evenly
-    spaced slice positions. Used to calibrate int8, to verify exported files and to
-    fine-tune the test models.
+    then show anatomy at the scale the model segments it at); then slice stacks `(H, W, T)`
+    (T adjacent slices, edges repeated, `sampling.extract_stack`) or sub-volumes `(D, H, W, 1)`
+    are taken at evenly spaced slice positions. Used to calibrate int8, to verify exported
+    files and to fine-tune the test models.
 
     Args:
         cases: `liverzoo.data.io.CTVolume`s (`array`, `spacing`, `label` or None).
@@ -79,7 +79,8 @@ def sample_inputs(cases, input_shape, preset, *, num_samples=16, inplane_spacing
         if inplane_spacing:
             image, label, _ = preprocess.prepare_volume(case.array, case.spacing, preset, case.label,
                                                         inplane_spacing=inplane_spacing)
-            origin = sampling.patch_origin(image.shape[:2], (height, width), center=np.array(image.shape[:2]) // 2)
+            plane = np.array(image.shape[:2])
+            origin = sampling.patch_origin(plane, (height, width), center=plane // 2)
             air = preprocess.air_value(preset, image)
             image = sampling.crop_or_pad(image, origin, (height, width), pad_value=air)
             label = None if label is None else sampling.crop_or_pad(label, origin, (height, width))

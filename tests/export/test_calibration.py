@@ -42,7 +42,8 @@ def test_sample_inputs_at_a_working_plane_are_cut_or_padded_around_the_centre(de
 
     by_name = {case.case_id: case for case in demo_cases}
     slab, lits = by_name["slab"], by_name["lits117"]
-    image, label, _ = preprocess.prepare_volume(slab.array, slab.spacing, "residual_unet", slab.label, inplane_spacing=6.0)
+    image, label, _ = preprocess.prepare_volume(slab.array, slab.spacing, "residual_unet", slab.label,
+                                                inplane_spacing=6.0)
     assert image.shape[:2] == (83, 83)  # 500 mm field of view at 6 mm a pixel
     stacks, labels = export.sample_inputs([slab], (64, 64, 1), "residual_unet", num_samples=1, inplane_spacing=6.0)
     centre = int(np.linspace(0, image.shape[2] - 1, 3)[1].round())
