@@ -3,7 +3,9 @@
 One random in-plane warp (rotation, zoom, shift and an elastic displacement field) is drawn
 per example and applied to the image with bilinear and to the label with nearest-neighbour
 interpolation at the same source coordinates, so the label keeps its values {0, 1, 2} and
-stays aligned with the image. Flips and intensity jitter follow.
+stays aligned with the image. Flips and the image-only transforms follow (organ contrast,
+blur, simulated low resolution, brightness/contrast, gamma, noise: nnU-Net's set, each with a
+strength drawn from its range for every example).
 
 Works on both example layouts of docs/design.md:
     2D stacks: image `(H, W, T)` float32, label `(H, W)` int32;
@@ -48,6 +50,13 @@ class AugmentConfig:
             brightness against muscle and bowel depends on the contrast phase (in the demo's
             scans it is 40-60 HU brighter than muscle with contrast, iso-dense without), so
             the model must not tell liver by brightness alone.
+        gamma: intensities put on [0, 1] by the example's own minimum and maximum, raised to
+            a power drawn from [1 - g, 1 + g] and put back (nnU-Net's gamma transform, g < 1).
+        blur: in-plane Gaussian blur with a standard deviation drawn from [0, b] pixels (scans
+            reconstructed with softer kernels).
+        low_resolution: the slices resampled to 1/f of their size (nearest) and back
+            (bilinear), f drawn from [1, 1 + r] (nnU-Net's simulated low resolution; thicker
+            or coarser acquisitions).
     """
 
     rotation: float = 0.0
@@ -60,14 +69,19 @@ class AugmentConfig:
     intensity_shift: float = 0.0
     noise_std: float = 0.0
     organ_contrast: float = 0.0
+    gamma: float = 0.0
+    blur: float = 0.0
+    low_resolution: float = 0.0
 
     def __post_init__(self):
         for field in ("rotation", "zoom", "shift", "elastic", "intensity_scale", "intensity_shift", "noise_std",
-                      "organ_contrast"):
+                      "organ_contrast", "gamma", "blur", "low_resolution"):
             if getattr(self, field) < 0:
                 raise ConfigError(f"augmentation {field} must be >= 0, got {getattr(self, field)}")
         if self.zoom >= 1:
             raise ConfigError(f"augmentation zoom must be < 1, got {self.zoom}")
+        if self.gamma >= 1:
+            raise ConfigError(f"augmentation gamma must be < 1, got {self.gamma}")
         if self.elastic_grid < 2:
             raise ConfigError(f"augmentation elastic_grid must be >= 2, got {self.elastic_grid}")
         bad = set(self.flip_axes) - set(FLIP_AXES)
@@ -212,6 +226,38 @@ def _shift_organ(image, label, limit):
     return image + offset * soft  # (H, W, 1) broadcasts over a stack's T slices
 
 
+def gaussian_blur(image, sigma, radius):
+    """Blurs `(H, W, C)` in-plane with a Gaussian of standard deviation `sigma` pixels.
+
+    The kernel spans `radius` pixels each side (normalised to sum 1); edges are mirrored
+    (d c b a | a b c d), as `scipy.ndimage.gaussian_filter(mode="reflect")` does.
+    """
+    sigma = tf.maximum(tf.cast(sigma, tf.float32), 1e-3)
+    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-0.5 * (taps / sigma) ** 2)
+    kernel /= tf.reduce_sum(kernel)
+    x = tf.transpose(image, (2, 0, 1))[..., None]  # (C, H, W, 1): channels blurred alike
+    x = tf.pad(x, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+    x = tf.nn.conv2d(x, tf.reshape(kernel, (-1, 1, 1, 1)), 1, "VALID")
+    x = tf.nn.conv2d(x, tf.reshape(kernel, (1, -1, 1, 1)), 1, "VALID")
+    return tf.transpose(x[..., 0], (1, 2, 0))
+
+
+def simulate_low_resolution(image, factor):
+    """`(H, W, C)` resampled to `round(size / factor)` pixels (nearest) and back (bilinear)."""
+    size = tf.shape(image)[:2]
+    small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) / factor), tf.int32), 1)
+    low = tf.image.resize(image, small, method="nearest")
+    return tf.image.resize(low, size, method="bilinear")
+
+
+def apply_gamma(image, gamma):
+    """`image` on [0, 1] by its own minimum and maximum, to the power `gamma`, and back."""
+    low, high = tf.reduce_min(image), tf.reduce_max(image)
+    span = tf.maximum(high - low, 1e-7)
+    return tf.pow((image - low) / span, gamma) * span + low
+
+
 def augment_example(image, label, config):
     """Applies one random draw of `config` to one example.
 
@@ -246,9 +292,16 @@ def augment_example(image, label, config):
             hwc_image, hwc_label = _random_flip(hwc_image, hwc_label, axis, flip_label_axis=(name != "d" or rank == 4))
     if config.organ_contrast:
         hwc_image = _shift_organ(hwc_image, hwc_label, config.organ_contrast)
+    if config.blur:
+        hwc_image = gaussian_blur(hwc_image, tf.random.uniform([], 0.0, config.blur),
+                                  radius=max(1, math.ceil(3 * config.blur)))
+    if config.low_resolution:
+        hwc_image = simulate_low_resolution(hwc_image, tf.random.uniform([], 1.0, 1.0 + config.low_resolution))
     if config.intensity_scale or config.intensity_shift:
         factor = tf.random.uniform([], 1.0 - config.intensity_scale, 1.0 + config.intensity_scale)
         hwc_image = hwc_image * factor + tf.random.uniform([], -config.intensity_shift, config.intensity_shift)
+    if config.gamma:
+        hwc_image = apply_gamma(hwc_image, tf.random.uniform([], 1.0 - config.gamma, 1.0 + config.gamma))
     if config.noise_std:
         hwc_image += tf.random.normal(tf.shape(hwc_image), stddev=config.noise_std)
     out_image, out_label = _from_hwc(hwc_image, hwc_label, rank)

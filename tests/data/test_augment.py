@@ -13,7 +13,8 @@ from liverzoo.errors import ConfigError  # noqa: E402
 # Everything on: the residual U-Net recipe (rotation 180, zoom 0.2, elastic) plus the rest.
 ALL_ON = augment.AugmentConfig(
     rotation=180, zoom=0.2, shift=0.1, elastic=0.03, flip_axes=("d", "h", "w"),
-    intensity_scale=0.1, intensity_shift=0.1, noise_std=0.01, organ_contrast=0.3,
+    intensity_scale=0.1, intensity_shift=0.1, noise_std=0.01, organ_contrast=0.3, gamma=0.3, blur=1.0,
+    low_resolution=1.0,
 )
 GEOMETRY_ONLY = augment.AugmentConfig(rotation=180, zoom=0.2, shift=0.1, elastic=0.03, flip_axes=("h", "w"))
 
@@ -167,6 +168,68 @@ def test_organ_augmentations_leave_an_example_without_organ_unchanged():
     np.testing.assert_array_equal(out_label.numpy(), label)
 
 
+@pytest.mark.parametrize("sigma, radius", [(0.7, 3), (1.5, 5)])
+def test_gaussian_blur_matches_scipy(sigma, radius):
+    image = np.random.default_rng(7).normal(size=(20, 17, 3)).astype(np.float32)
+    out = augment.gaussian_blur(tf.constant(image), sigma, radius).numpy()
+    # SciPy's kernel spans int(truncate * sigma + 0.5) pixels: the same radius.
+    reference = ndimage.gaussian_filter(image.astype(np.float64), sigma=(sigma, sigma, 0), mode="reflect",
+                                        truncate=radius / sigma)
+    np.testing.assert_allclose(out, reference, atol=1e-5)
+
+
+def _resize_reference(image, size, method):
+    """NumPy half-pixel-centre resizing (nearest: floor of the source coordinate; bilinear: the
+    two neighbours, clamped at the border), as TensorFlow documents `tf.image.resize`."""
+    out = image.astype(np.float64)
+    for axis, n_out in enumerate(size):
+        n_in = out.shape[axis]
+        src = (np.arange(n_out) + 0.5) * n_in / n_out
+        if method == "nearest":
+            out = np.take(out, np.minimum(np.floor(src).astype(int), n_in - 1), axis=axis)
+            continue
+        src -= 0.5
+        lo = np.floor(src)
+        w = (src - lo).reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+        lo_i = np.clip(lo.astype(int), 0, n_in - 1)
+        hi_i = np.clip(lo.astype(int) + 1, 0, n_in - 1)
+        out = np.take(out, lo_i, axis=axis) * (1 - w) + np.take(out, hi_i, axis=axis) * w
+    return out
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.6, 2.0])
+def test_simulated_low_resolution_matches_numpy(factor):
+    image = np.random.default_rng(8).normal(size=(24, 20, 2)).astype(np.float32)
+    out = augment.simulate_low_resolution(tf.constant(image), tf.constant(factor)).numpy()
+    small = (round(24 / factor), round(20 / factor))
+    reference = _resize_reference(_resize_reference(image, small, "nearest"), (24, 20), "bilinear")
+    np.testing.assert_allclose(out, reference, atol=1e-5)
+    if factor == 1.0:
+        np.testing.assert_allclose(out, image, atol=1e-6)
+
+
+def test_gamma_is_a_power_between_the_examples_own_extremes():
+    image = np.random.default_rng(9).uniform(-2, 3, size=(10, 9, 3)).astype(np.float32)
+    out = augment.apply_gamma(tf.constant(image), 1.4).numpy()
+    low, high = image.min(), image.max()
+    np.testing.assert_allclose(out, ((image - low) / (high - low)) ** 1.4 * (high - low) + low, atol=1e-5)
+    assert out.min() == pytest.approx(low) and out.max() == pytest.approx(high)
+
+
+def test_image_only_transforms_leave_the_label_alone():
+    label = _blob_label((32, 32), seed=5)
+    image = np.random.default_rng(10).normal(size=(32, 32, 3)).astype(np.float32)
+    config = augment.AugmentConfig(gamma=0.4, blur=1.5, low_resolution=1.0)
+    fn = tf.function(augment.make_augment(config))
+    outs = [fn(tf.constant(image), tf.constant(label)) for _ in range(4)]
+    for out, out_label in outs:
+        np.testing.assert_array_equal(out_label.numpy(), label)
+        assert np.isfinite(out.numpy()).all()
+    # Random strengths: the four draws differ from the input and from each other.
+    assert all(not np.allclose(out.numpy(), image) for out, _ in outs)
+    assert not np.allclose(outs[0][0].numpy(), outs[1][0].numpy())
+
+
 def test_works_inside_tf_data_map():
     label = _blob_label((32, 32))
     image = np.eye(3, dtype=np.float32)[label]
@@ -183,6 +246,9 @@ def test_works_inside_tf_data_map():
         (dict(flip_axes=("x",)), "flip_axes"),
         (dict(elastic_grid=1), "elastic_grid"),
         (dict(organ_contrast=-0.1), "organ_contrast"),
+        (dict(gamma=1.0), "gamma"),
+        (dict(blur=-1), "blur"),
+        (dict(low_resolution=-0.5), "low_resolution"),
     ],
 )
 def test_bad_config_raises(kwargs, match):
