@@ -133,7 +133,8 @@ def trained_int8_section():
     return ("## int8 on the trained demo checkpoint\n\n"
             "tests/data/trained/residual_unet_demo.keras (the demo run's best.keras) exported with "
             "`--quantize=int8` (default calibration), then every demo CT volume segmented through the runtime "
-            "with the checkpoint and with the file (128x128 plane, post-processed, the scan's grid); liver Dice "
+            "with the checkpoint and with the file (the run's working plane from its config.json, post-processed, "
+            "the scan's grid); liver Dice "
             "is against each case's label.\n\n"
             + markdown_table(["case", "int8 vs Keras voxel agreement", "liver Dice Keras", "liver Dice int8",
                               "gap"], rows))
