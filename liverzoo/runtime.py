@@ -120,7 +120,8 @@ def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=Non
     elif os.path.isdir(path):
         segmenter = _load_saved_model(path)
     elif path.endswith(".keras"):
-        segmenter = _load_keras(path, read_run_config=inplane_size is None and inplane_spacing is None)
+        segmenter = _load_keras(path, read_run_config=inplane_size is None and inplane_spacing is None,
+                                read_preset=preset is None)
     else:
         raise ConfigError(f"{path}: unknown model format; expected a .keras file, a SavedModel folder "
                           "or a .tflite file")
@@ -199,7 +200,7 @@ def _load_saved_model(path):
                      unknown="a SavedModel does not name its preprocessing")
 
 
-def _load_keras(path, read_run_config=True):
+def _load_keras(path, read_run_config=True, read_preset=True):
     import keras
 
     import liverzoo.layers  # noqa: F401  (registers the zoo's layers for deserialization)
@@ -214,7 +215,8 @@ def _load_keras(path, read_run_config=True):
         raise DataError(f"{path}: cannot load the Keras model ({type(e).__name__}: {_first_line(e)})") from None
     size, spacing, config = training_plane(path) if read_run_config else (None, None, None)
     return Segmenter(path, "keras", inference.keras_predict_fn(model), tuple(model.input_shape[1:]),
-                     name=model.name, inplane_size=size, inplane_spacing=spacing, run_config=config, model=model)
+                     name=model.name, preset=training_preset(path) if read_preset else None, inplane_size=size, inplane_spacing=spacing,
+                     run_config=config, model=model)
 
 
 def _first_line(error):
@@ -253,6 +255,33 @@ def training_plane(model_path):
     if size is None and spacing is None:  # the preset's plane, or a run from before either was recorded
         return None, None, None
     return size, None if spacing is None else float(spacing), config
+
+
+def training_preset(model_path):
+    """The preprocessing preset a trainer checkpoint's run recorded in its config.json, or None
+    (no config.json beside it, or none recorded: the zoo model's preset applies).
+
+    The demo trains with a fixed-window variant of the paper's preset (`preprocess.window_variant`);
+    segmenting with the paper's would show the model other intensities than it learned.
+
+    Raises:
+        DataError: the config.json cannot be read or names an unknown preset.
+    """
+    from liverzoo.data.preprocess import PRESETS
+
+    config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    if not model_path.endswith(".keras") or not os.path.isfile(config):
+        return None
+    try:
+        with open(config) as f:
+            preset = json.load(f).get("preset")
+    except (OSError, ValueError, AttributeError) as e:
+        raise DataError(f"{config}: cannot read the run's preset ({type(e).__name__}: {e}); "
+                        "fix the file or pass --preset") from None
+    if preset is not None and preset not in PRESETS:
+        raise DataError(f"{config}: unknown preset {preset!r} (valid: {', '.join(sorted(PRESETS))}); "
+                        "fix the file or pass --preset")
+    return preset
 
 
 # --- Segmenting files -------------------------------------------------------------------------

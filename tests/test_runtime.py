@@ -109,14 +109,35 @@ def test_run_inplane_size_is_read_unless_given(tiny_model_path, tmp_path):
     shutil.copy(tiny_model_path, tmp_path / "best.keras")
     (tmp_path / "config.json").write_text('{"inplane_size": 48}')
     assert runtime.load_segmenter(tmp_path / "best.keras").inplane_size == 48
-    (tmp_path / "config.json").write_text("{not json")  # not read when the size is given
-    assert runtime.load_segmenter(tmp_path / "best.keras", inplane_size=0).inplane_size == 0
+    (tmp_path / "config.json").write_text("{not json")  # not read when the size and preset are given
+    assert runtime.load_segmenter(tmp_path / "best.keras", inplane_size=0, preset="lw_hcn").inplane_size == 0
+    with pytest.raises(DataError, match="cannot read the run's preset"):
+        runtime.load_segmenter(tmp_path / "best.keras", inplane_size=0)
     (tmp_path / "config.json").write_text('{"inplane_size": 0, "inplane_spacing": 2.5}')
     segmenter = runtime.load_segmenter(tmp_path / "best.keras")
     assert (segmenter.inplane_size, segmenter.inplane_spacing) == (0, 2.5)
     # A size given on the command line replaces the run's whole plane, spacing included.
     segmenter = runtime.load_segmenter(tmp_path / "best.keras", inplane_size=48)
     assert (segmenter.inplane_size, segmenter.inplane_spacing) == (48, None)
+
+
+def test_run_preset_is_read_unless_given(tiny_model_path, tmp_path):
+    """A checkpoint segments with the preset its run trained with (the demo's fixed window),
+    not its zoo model's; a preset given by the caller wins; a bad one in config.json is named."""
+    import shutil
+
+    model = tmp_path / "best.keras"
+    shutil.copy(tiny_model_path, model)
+    assert runtime.training_preset(str(model)) is None  # no config.json
+    (tmp_path / "config.json").write_text('{"preset": "residual_unet_window"}')
+    assert runtime.training_preset(str(model)) == "residual_unet_window"
+    assert runtime.load_segmenter(model, "residual_unet").preset == "residual_unet_window"
+    assert runtime.load_segmenter(model, "residual_unet", preset="residual_unet").preset == "residual_unet"
+    (tmp_path / "config.json").write_text('{"inplane_size": 0, "inplane_spacing": 3}')  # a run from before
+    assert runtime.load_segmenter(model, "residual_unet").preset == "residual_unet"
+    (tmp_path / "config.json").write_text('{"preset": "unet_9000"}')
+    with pytest.raises(DataError, match="config.json: unknown preset 'unet_9000'"):
+        runtime.load_segmenter(model, "residual_unet")
 
 
 def test_find_inputs_kinds(tmp_path):

@@ -13,7 +13,7 @@ from liverzoo import cli
 
 cli.quiet_tensorflow()
 
-from liverzoo import models, schedules, training  # noqa: E402
+from liverzoo import losses, models, schedules, training  # noqa: E402
 from liverzoo.errors import ConfigError  # noqa: E402
 from liverzoo.training import crossval  # noqa: E402
 
@@ -27,6 +27,9 @@ flags.DEFINE_integer("seed", 0, "Seed of weights, sampling and the fold order.")
 flags.DEFINE_float("inplane_spacing", None, "Working plane's mm per pixel (default: the demo's 3; 0: every slice "
                    "stretched to the model's input).", lower_bound=0.0)
 flags.DEFINE_enum("schedule", None, list(schedules.SCHEDULES), "Learning-rate schedule (default: the demo's).")
+flags.DEFINE_string("preset", None, "Intensity preprocessing preset (default: the demo's fixed-window variant of "
+                    "the model's, e.g. residual_unet_window; residual_unet: the paper's histogram equalisation).")
+flags.DEFINE_enum("loss", None, list(losses.LOSSES), "Loss (default: the demo's dice_ce).")
 flags.DEFINE_list("patients", None, "Held-out patients to run (default: every whole-abdomen patient).")
 flags.mark_flags_as_required(["model"])
 
@@ -41,6 +44,7 @@ def main(argv):
     crossval.leave_one_patient_out(training.TrainConfig(
         model=FLAGS.model, model_dir=FLAGS.model_dir, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
         model_kwargs=kwargs, seed=FLAGS.seed, inplane_spacing=FLAGS.inplane_spacing, schedule=FLAGS.schedule,
+        preset=FLAGS.preset, loss=FLAGS.loss,
         verbose=2), patients=FLAGS.patients)
 
 

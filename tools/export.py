@@ -29,7 +29,7 @@ flags.DEFINE_enum("quantize", "none", export.QUANTIZE_MODES, "TFLite quantizatio
 flags.DEFINE_string("representative_data", None, "int8 calibration data: the user's TFRecord shards (a folder "
                     "with manifest.json, the manifest or a glob; same preset as the model). Default: the "
                     "embedded real demo CT, preprocessed with the model's preset.")
-flags.DEFINE_string("preset", None, "Preprocessing preset stored in the file (default: the zoo model's).")
+flags.DEFINE_string("preset", None, "Preprocessing preset stored in the file (default: the training run's, else the zoo model's).")
 flags.DEFINE_string("output", None, "Output .tflite file or SavedModel folder.")
 flags.DEFINE_bool("verify", True, "Run the TFLite file in LiteRT on real CT and write x.verify.json.")
 flags.DEFINE_integer("num_verify", 8, "Real CT inputs used by the verification.", lower_bound=1)

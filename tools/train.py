@@ -39,6 +39,8 @@ flags.DEFINE_list("dsd_epochs", None, "DSD stage lengths dense_sparse,dense (def
 flags.DEFINE_list("input_shape", None, "Model input without batch: H,W,T (2D) or D,H,W,1 (3D).")
 flags.DEFINE_float("inplane_spacing", None, "Working plane's mm per pixel for demo and NIfTI data (default: 3 for "
                    "the demo, the preset's fixed size otherwise; 0: the fixed size).", lower_bound=0.0)
+flags.DEFINE_string("preset", None, "Intensity preprocessing preset (liverzoo.data.preprocess.PRESETS; default: the "
+                    "model's, for the demo its fixed-window variant, e.g. residual_unet_window).")
 flags.DEFINE_bool("augment", True, "On-the-fly augmentation of the recipe.")
 flags.DEFINE_float("foreground_fraction", 0.5, "Share of samples centred on liver or tumor.")
 flags.DEFINE_enum("strategy", "auto", list(training.STRATEGIES),

@@ -11,6 +11,11 @@ describes and the working geometry (in-plane size, slice count) the TFRecord wri
 | `ds_nnunet` | 000 (DS nnU-Net) | nnU-Net CT normalisation: clip to the 0.5/99.5 percentiles of foreground HU, z-score with the foreground mean/std | 512 | as is |
 | `ynet3d` | 003 (3DYNet) | clip [-175, 250] HU, linear to [0, 1] | 256 | 64 |
 | `lv_net` | 004 (LV-Net) | clip [-200, 200] HU, z-score over the volume | 256 | as is |
+| `residual_unet_window`, `lv_net_window` | as their paper's | its window, linear to [0, 1] (no per-volume step) | as the paper's | as is |
+
+The `_window` variants are what the demo trains with (`window_variant`): equalisation and
+z-score depend on what else is in the scan, so a liver crop and a whole abdomen give the same
+tissue different values.
 
 Padding outside the scan field (-3024 or -2048 HU on many scanners) is replaced by air
 (-1024 HU) before any resampling (`fill_padding`), so interpolation never blends the
@@ -287,6 +292,27 @@ PRESETS = {
     "lv_net": Preset("lv_net", "004_e35520e2e41b14d6.txt", (-200.0, 200.0), "zscore", inplane_size=256),
 }
 _NORMALIZATIONS = ("linear", "equalize", "zscore", "ct_percentile")
+#: Normalisations whose mapping depends on the volume's own content.
+PER_VOLUME = ("equalize", "zscore")
+#: The `_window` variant of every per-volume preset: the paper's window, linear to [0, 1].
+PRESETS.update({f"{name}_window": dataclasses.replace(p, name=f"{name}_window", normalization="linear",
+                                                      out_range=(0.0, 1.0))
+                for name, p in list(PRESETS.items()) if p.normalization in PER_VOLUME})
+
+
+def window_variant(name):
+    """The name of `name`'s fixed-window variant (the name itself for a preset that has none).
+
+    A per-volume normalisation maps the same HU to different values in different scans:
+    histogram-equalised, the liver of the demo's three-slice dcmqi scan spreads over 0.29-0.86
+    (10th-90th percentile) and that of the whole-abdomen totalseg scan over 0.65-0.89, both
+    about 45 HU. The demo uses the window variant (`liverzoo.training.recipes.DEMO_FIXED_WINDOW`).
+
+    Example:
+        >>> window_variant("residual_unet"), window_variant("ynet3d")
+        ('residual_unet_window', 'ynet3d')
+    """
+    return f"{name}_window" if f"{name}_window" in PRESETS else name
 
 
 def get_preset(preset):
@@ -339,7 +365,7 @@ def air_value(preset, image):
     Per-volume normalisations ("zscore", "equalize") map air to the volume's minimum.
     """
     preset = get_preset(preset)
-    if preset.normalization in ("zscore", "equalize"):
+    if preset.normalization in PER_VOLUME:
         return float(np.min(image))
     return float(apply_preset(np.full((1, 1, 1), AIR_HU, np.float32), preset)[0, 0, 0])
 

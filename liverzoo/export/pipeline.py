@@ -41,7 +41,8 @@ def _check_options(output, format, quantize, representative_data):
 
 def _load(model_path, model, input_shape, preset):
     """(Keras model, export input shape or None for the model's own, the training run's working
-    plane `{"inplane_size", "inplane_spacing"}` to store in the file's metadata)."""
+    plane `{"inplane_size", "inplane_spacing"}` and, unless `preset` is given, its recorded
+    preset, to store in the file's metadata)."""
     if (model_path is None) == (model is None):
         raise ConfigError("give exactly one of --model_path (a .keras checkpoint) or --model (a zoo name)")
     if model is not None:
@@ -58,6 +59,8 @@ def _load(model_path, model, input_shape, preset):
     keras_model = runtime.load_segmenter(model_path, preset=preset, inplane_size=0).model
     size, spacing, _ = runtime.training_plane(model_path)
     plane = {k: v for k, v in (("inplane_size", size), ("inplane_spacing", spacing)) if v is not None}
+    if preset is None and runtime.training_preset(model_path) is not None:
+        plane["preset"] = runtime.training_preset(model_path)  # the run's intensities, e.g. the demo's window
     return keras_model, None if input_shape is None else parse_input_shape(input_shape), plane
 
 
@@ -78,7 +81,8 @@ def export_model(output, *, model_path=None, model=None, input_shape=None, forma
         format: "saved_model" or "tflite".
         quantize: one of `QUANTIZE_MODES` (TFLite only).
         representative_data: int8 calibration data (see `convert_tflite`); default the demo CT.
-        preset: preprocessing preset stored in the file (default the zoo model's).
+        preset: preprocessing preset stored in the file (default the training run's, from the config.json
+            beside the checkpoint, else the zoo model's).
         verify: run the TFLite file in LiteRT and write the report.
         num_verify: real CT inputs used by the verification.
         min_agreement: a quantized file (fp16, dynamic, int8) whose verification's argmax

@@ -28,7 +28,8 @@ class TrainConfig:
         model_dir: where checkpoints, logs and the resolved config go (default runs/MODEL).
         epochs, steps_per_epoch: training length.
         batch_size: global batch size (split over the replicas).
-        learning_rate, schedule, optimizer, loss, class_weights, weight_decay: see `Recipe`.
+        learning_rate, schedule, optimizer, loss, class_weights, weight_decay: see `Recipe`
+            (the demo's loss: `recipes.DEMO_LOSS`).
         sampling: 2D stack sampling "dense", "sparse" or "dense_sparse".
         dsd: Dense-Sparse then Dense training (2D models).
         dsd_epochs: `(dense_sparse_epochs, dense_epochs)`; default a 40/60 split of `epochs`.
@@ -38,6 +39,10 @@ class TrainConfig:
             drawn at one scale; planes are sampled as input-sized patches, tiled at inference);
             default `recipes.DEMO_INPLANE_SPACING` for the demo, the preset's fixed size for NIfTI
             folders; 0: the fixed size. TFRecord shards keep the plane they were written with.
+        preset: intensity preprocessing, a name in `liverzoo.data.preprocess.PRESETS`; default
+            the model's (its paper's), for the demo its fixed-window variant
+            (`recipes.DEMO_FIXED_WINDOW`). Recorded in config.json, so that `tools/predict.py`
+            and the exporter preprocess as the run did. TFRecord shards keep theirs.
         augment: on-the-fly augmentation from the recipe.
         foreground_fraction: share of samples centred on liver or tumor.
         strategy: "auto", "one_device", "mirrored" or "multi_worker" (from TF_CONFIG).
@@ -71,6 +76,7 @@ class TrainConfig:
     dsd_epochs: tuple = None
     input_shape: tuple = None
     inplane_spacing: float = None
+    preset: str = None
     augment: bool = True
     foreground_fraction: float = 0.5
     strategy: str = "auto"
@@ -94,7 +100,6 @@ class ResolvedConfig(TrainConfig):
     Attributes:
         recipe: the `RECIPES` row used.
         kind: the model's input layout name, "2d" or "3d" (`liverzoo.layout`).
-        preset: the model's preprocessing preset.
         deep_supervision: the recipe's deep-supervision weights rule, or None.
         augmentation: the `liverzoo.data.augment.AugmentConfig` ranges used (empty: none): the
             recipe's, or for the demo data `recipes.DEMO_AUGMENT`.
@@ -102,7 +107,6 @@ class ResolvedConfig(TrainConfig):
 
     recipe: str = None
     kind: str = None
-    preset: str = None
     deep_supervision: str = None
     augmentation: dict = None
 
@@ -261,7 +265,7 @@ def resolve(config):
     schedule = check_choice(config.schedule or (recipes.DEMO_SCHEDULE if demo else recipe.schedule),
                             schedules.SCHEDULES, "schedule")
     optimizer = check_choice(config.optimizer or recipe.optimizer, recipes.OPTIMIZERS, "optimizer")
-    loss = check_choice(config.loss or recipe.loss, tuple(losses.LOSSES), "loss")
+    loss = check_choice(config.loss or (recipes.DEMO_LOSS if demo else recipe.loss), tuple(losses.LOSSES), "loss")
     class_weights = config.class_weights if config.class_weights is not None else recipe.class_weights
     if class_weights is not None:
         class_weights = tuple(float(w) for w in class_weights)
@@ -279,6 +283,7 @@ def resolve(config):
     recompute = recipe.recompute if config.recompute is None else bool(config.recompute)
     model_dir = config.model_dir or os.path.join("runs", config.model)
     inplane_spacing = _inplane_spacing(config, demo)
+    preset = _preset(config, spec, demo)
 
     user = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
     return ResolvedConfig(**dict(
@@ -286,7 +291,7 @@ def resolve(config):
         schedule=schedule, optimizer=optimizer, loss=loss, class_weights=class_weights, weight_decay=weight_decay,
         sampling=sampling, dsd=dsd, dsd_epochs=dsd_epochs, input_shape=input_shape, inplane_spacing=inplane_spacing,
         val_every=val_every,
-        foreground_fraction=foreground_fraction, recompute=recompute, recipe=recipe_name, kind=layout.name, preset=spec.preset,
+        foreground_fraction=foreground_fraction, recompute=recompute, recipe=recipe_name, kind=layout.name, preset=preset,
         deep_supervision=recipe.aux_weights, augmentation=_augmentation(config, recipe, demo)))
 
 
@@ -297,6 +302,17 @@ def _inplane_spacing(config, demo):
     if spacing == 0:
         return None
     return _positive(spacing, "inplane_spacing", float)
+
+
+def _preset(config, spec, demo):
+    from liverzoo.data import preprocess
+
+    if config.preset is not None:
+        try:
+            return preprocess.get_preset(config.preset).name
+        except ConfigError as e:
+            raise ConfigError(f"--preset: {e}") from None
+    return preprocess.window_variant(spec.preset) if demo and recipes.DEMO_FIXED_WINDOW else spec.preset
 
 
 def _augmentation(config, recipe, demo):

@@ -109,6 +109,11 @@ def prepare_data(config, source, work_dir, log=print):
 
     split = run_split(config, source)
     if source.kind == "tfrecord":
+        from liverzoo import models
+
+        if config.preset != models.SPECS[config.model].preset:
+            raise ConfigError(f"--preset={config.preset} with TFRecord shards ({source.path}): their intensities were "
+                              "fixed when they were written; use tools/make_tfrecords.py --preset")
         if split is None:
             return list(source.train_files), list(source.val_files)
         out_dir = os.path.join(work_dir, "data", f"fold{config.fold}of{config.num_folds}")

@@ -104,6 +104,23 @@ def test_padding_outside_the_scan_field(real_ct_dir):
         np.testing.assert_allclose(with_padding, as_air, atol=1e-5, err_msg=name)
 
 
+def test_window_variants_are_the_papers_window_without_the_per_volume_step():
+    hu = np.array([-1024.0, -100.0, 0.0, 46.0, 93.0, 200.0, 500.0], np.float32)
+    np.testing.assert_allclose(preprocess.apply_preset(hu, "residual_unet_window"),
+                               (np.clip(hu, -100, 200) + 100) / 300, atol=1e-6)
+    np.testing.assert_allclose(preprocess.apply_preset(hu, "lv_net_window"), (np.clip(hu, -200, 200) + 200) / 400,
+                               atol=1e-6)
+    # The same HU gives the same value whatever else the scan holds (equalisation does not).
+    liver_in_crop = preprocess.apply_preset(np.array([46.0, 50.0, 60.0]), "residual_unet_window")[0]
+    liver_in_abdomen = preprocess.apply_preset(np.array([46.0, -900.0, 150.0]), "residual_unet_window")[0]
+    assert liver_in_crop == liver_in_abdomen
+    assert (preprocess.apply_preset(np.array([46.0, 50.0, 60.0]), "residual_unet")[0]
+            != preprocess.apply_preset(np.array([46.0, -900.0, 150.0]), "residual_unet")[0])
+    assert preprocess.window_variant("residual_unet") == "residual_unet_window"
+    assert preprocess.window_variant("ds_nnunet") == "ds_nnunet"  # dataset statistics: no variant
+    assert preprocess.air_value("residual_unet_window", np.zeros((2, 2, 2), np.float32)) == 0.0
+
+
 def test_unknown_preset_lists_the_valid_ones():
     with pytest.raises(ConfigError) as info:
         preprocess.apply_preset(np.zeros(3), "unet_9000")

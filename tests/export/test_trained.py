@@ -53,3 +53,22 @@ def test_exported_file_carries_the_runs_working_plane(trained_int8):
     segmenter = runtime.load_segmenter(path)
     assert segmenter.inplane_spacing == 3.0 and not segmenter.inplane_size
     assert runtime.load_segmenter(path, inplane_spacing=1.5).inplane_spacing == 1.5  # a flag still wins
+
+
+def test_exported_file_carries_the_runs_preset(trained_checkpoint, tmp_path):
+    """The run's config.json names the preset it trained with (the demo: the paper's window
+    without equalisation); the file's metadata carries it, unless --preset is given."""
+    import json
+    import shutil
+
+    from liverzoo import runtime
+    from liverzoo.export import pipeline
+
+    shutil.copy(trained_checkpoint, tmp_path / "best.keras")
+    run = json.loads((trained_checkpoint.parent / "config.json").read_text())
+    for recorded in ("residual_unet_window", "residual_unet"):
+        (tmp_path / "config.json").write_text(json.dumps(dict(run, preset=recorded)))
+        _, _, plane = pipeline._load(str(tmp_path / "best.keras"), None, None, None)
+        assert plane["preset"] == recorded == runtime.load_segmenter(tmp_path / "best.keras").preset
+    _, _, plane = pipeline._load(str(tmp_path / "best.keras"), None, None, "lw_hcn")
+    assert "preset" not in plane  # the flag's, set by export_model

@@ -57,6 +57,20 @@ def test_demo_defaults_are_small():
     assert training.resolve(training.TrainConfig(model="residual_unet", schedule="constant")).schedule == "constant"
 
 
+def test_demo_intensities_and_loss(tmp_path):
+    """The demo trains with the fixed-window variant of a per-volume preset and Dice + CE;
+    data of the user's own keeps the paper's preset and loss; flags override both."""
+    demo = training.resolve(training.TrainConfig(model="residual_unet"))
+    assert (demo.preset, demo.loss) == ("residual_unet_window", "dice_ce")
+    assert training.resolve(training.TrainConfig(model="lv_net")).preset == "lv_net_window"
+    assert training.resolve(training.TrainConfig(model="ynet3d")).preset == "ynet3d"  # already a fixed window
+    paper = training.resolve(training.TrainConfig(model="residual_unet", data=str(tmp_path)))
+    assert (paper.preset, paper.loss) == ("residual_unet", "weighted_ce")
+    chosen = training.resolve(training.TrainConfig(model="residual_unet", preset="residual_unet", loss="weighted_ce"))
+    assert (chosen.preset, chosen.loss) == ("residual_unet", "weighted_ce")
+    assert '"preset": "residual_unet_window"' in demo.to_json()  # what predict and export read back
+
+
 BAD_CONFIGS = [
     (dict(model="no_such_model"), ConfigError, "--model='no_such_model' is not a zoo model"),
     (dict(epochs=0), ConfigError, "--epochs must be a positive"),
@@ -64,6 +78,7 @@ BAD_CONFIGS = [
     (dict(learning_rate=0.0), ConfigError, "--learning_rate"),
     (dict(schedule="step"), ConfigError, "--schedule='step'"),
     (dict(loss="focal"), ConfigError, "--loss='focal'"),
+    (dict(preset="unet_9000"), ConfigError, "--preset: unknown preset 'unet_9000'"),
     (dict(loss="weighted_ce", class_weights=(1.0, 2.0)), ConfigError, "--class_weights has 2 entries"),
     (dict(sampling="random"), ConfigError, "--sampling='random'"),
     (dict(strategy="tpu"), ConfigError, "--strategy='tpu'"),

@@ -61,6 +61,9 @@ def test_demo_data_is_drawn_at_one_in_plane_spacing(tmp_path):
         planes[case.case_id] = case.image.shape[:2]
     # 500, 415 and 366 x 303 mm fields of view; LiTS 117 at its estimated 1.5 mm.
     assert planes == {"slab": (167, 167), "dcmqi": (138, 138), "totalseg": (122, 101), "lits117": (64, 64)}
+    # Intensities of the paper's window without its per-volume equalisation (recipes.DEMO_FIXED_WINDOW).
+    manifest = json.loads((tmp_path / "data" / "residual_unet_window-3mm" / "manifest.json").read_text())
+    assert manifest["preset"]["name"] == "residual_unet_window" and manifest["preset"]["normalization"] == "linear"
 
 
 def test_demo_data_at_the_model_input_size_with_inplane_spacing_0(tmp_path):
@@ -78,6 +81,13 @@ def test_inplane_spacing_is_refused_for_tfrecord_shards(shards, tmp_path):
         training_data.data_plane(config, source)
     with pytest.raises(ConfigError, match="--inplane_spacing must be a positive float"):
         training.prepare(training.TrainConfig(model="residual_unet", inplane_spacing=-1.0, model_dir=str(tmp_path)))
+
+
+def test_another_preset_is_refused_for_tfrecord_shards(shards, tmp_path):
+    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", data=shards,
+                                                                 preset="residual_unet_window", model_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="--preset=residual_unet_window with TFRecord shards"):
+        training_data.prepare_data(config, source, str(tmp_path), log=lambda *a: None)
 
 
 def test_nifti_folder_is_preprocessed_into_shards_with_a_held_out_case(tmp_path):
