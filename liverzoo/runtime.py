@@ -214,9 +214,10 @@ def _load_keras(path, read_run_config=True, read_preset=True):
     except Exception as e:  # Keras raises many types for a bad archive
         raise DataError(f"{path}: cannot load the Keras model ({type(e).__name__}: {_first_line(e)})") from None
     size, spacing, config = training_plane(path) if read_run_config else (None, None, None)
+    preset = training_preset(path) if read_preset else None
     return Segmenter(path, "keras", inference.keras_predict_fn(model), tuple(model.input_shape[1:]),
-                     name=model.name, preset=training_preset(path) if read_preset else None, inplane_size=size, inplane_spacing=spacing,
-                     run_config=config, model=model)
+                     name=model.name, preset=preset, inplane_size=size, inplane_spacing=spacing, run_config=config,
+                     model=model)
 
 
 def _first_line(error):

@@ -59,8 +59,9 @@ def _load(model_path, model, input_shape, preset):
     keras_model = runtime.load_segmenter(model_path, preset=preset, inplane_size=0).model
     size, spacing, _ = runtime.training_plane(model_path)
     plane = {k: v for k, v in (("inplane_size", size), ("inplane_spacing", spacing)) if v is not None}
-    if preset is None and runtime.training_preset(model_path) is not None:
-        plane["preset"] = runtime.training_preset(model_path)  # the run's intensities, e.g. the demo's window
+    recorded = None if preset is not None else runtime.training_preset(model_path)
+    if recorded is not None:
+        plane["preset"] = recorded  # the run's intensities, e.g. the demo's window
     return keras_model, None if input_shape is None else parse_input_shape(input_shape), plane
 
 
@@ -81,8 +82,8 @@ def export_model(output, *, model_path=None, model=None, input_shape=None, forma
         format: "saved_model" or "tflite".
         quantize: one of `QUANTIZE_MODES` (TFLite only).
         representative_data: int8 calibration data (see `convert_tflite`); default the demo CT.
-        preset: preprocessing preset stored in the file (default the training run's, from the config.json
-            beside the checkpoint, else the zoo model's).
+        preset: preprocessing preset stored in the file (default the training run's, from the
+            config.json beside the checkpoint, else the zoo model's).
         verify: run the TFLite file in LiteRT and write the report.
         num_verify: real CT inputs used by the verification.
         min_agreement: a quantized file (fp16, dynamic, int8) whose verification's argmax

@@ -73,6 +73,16 @@ def run_split(config, source):
     return splits.split_cases(source.case_ids, seed=config.seed, num_folds=config.num_folds, fold=config.fold)
 
 
+def check_preset(config, source):
+    """ConfigError when `--preset` is not the model's own and the data are TFRecord shards,
+    whose intensities were fixed when they were written."""
+    from liverzoo import models
+
+    if source.kind == "tfrecord" and config.preset != models.SPECS[config.model].preset:
+        raise ConfigError(f"--preset={config.preset} with TFRecord shards ({source.path}): their intensities were "
+                          "fixed when they were written; use tools/make_tfrecords.py --preset")
+
+
 def data_plane(config, source):
     """`(inplane_size, inplane_spacing)` the slices of this run are drawn on (None, None: the preset's plane).
 
@@ -109,11 +119,6 @@ def prepare_data(config, source, work_dir, log=print):
 
     split = run_split(config, source)
     if source.kind == "tfrecord":
-        from liverzoo import models
-
-        if config.preset != models.SPECS[config.model].preset:
-            raise ConfigError(f"--preset={config.preset} with TFRecord shards ({source.path}): their intensities were "
-                              "fixed when they were written; use tools/make_tfrecords.py --preset")
         if split is None:
             return list(source.train_files), list(source.val_files)
         out_dir = os.path.join(work_dir, "data", f"fold{config.fold}of{config.num_folds}")

@@ -47,14 +47,6 @@ DEMO_SCHEDULE = "cosine"
 #: scans ranged from 1.5 to 3.9 mm a pixel). Close to the coarsest scan's own in-plane spacing
 #: (TotalSegmentator's example, 3 mm); a 500 mm field of view is then 167 pixels.
 DEMO_INPLANE_SPACING = 3.0
-#: The demo's augmentation, for every model: a few patients must teach where the liver is, so no
-#: flips and no large rotations (a 180-degree rotation is a left-right and up-down mirror: it
-#: teaches that the liver may lie on the left); scale, small rotations and intensity instead.
-#: `organ_contrast` moves the liver's brightness against the rest by up to 0.35 of the
-#: normalised range (105 HU in the fixed -100..200 HU window; chosen in histogram-equalised
-#: units, where the slab's liver is 0.74 and its muscle 0.48); the TotalSegmentator patient's
-#: liver is iso-dense with muscle (46 HU), and without it the model held out on that patient
-#: marked psoas and back muscles as liver.
 #: The demo's loss, for every model: Dice + cross-entropy (nnU-Net's). With the residual U-Net
 #: recipe's cross-entropy weighted 1, 3, 10 the held-out contrast-enhanced slab's spleen was
 #: marked as liver once the intensities were fixed-window (below); the Dice term weighs false
@@ -65,6 +57,14 @@ DEMO_LOSS = "dice_ce"
 #: liver crop, a three-slice scan and a whole abdomen (the dcmqi patient's liver was then
 #: missed at its dim edge: liver Dice 0.75 held out, 0.92 with the fixed window).
 DEMO_FIXED_WINDOW = True
+#: The demo's augmentation, for every model: a few patients must teach where the liver is, so no
+#: flips and no large rotations (a 180-degree rotation is a left-right and up-down mirror: it
+#: teaches that the liver may lie on the left); scale, small rotations and intensity instead.
+#: `organ_contrast` moves the liver's brightness against the rest by up to 0.35 of the
+#: normalised range (105 HU in the fixed -100..200 HU window; chosen in histogram-equalised
+#: units, where the slab's liver is 0.74 and its muscle 0.48); the TotalSegmentator patient's
+#: liver is iso-dense with muscle (46 HU), and without it the model held out on that patient
+#: marked psoas and back muscles as liver.
 DEMO_AUGMENT = dict(rotation=15, zoom=0.2, intensity_scale=0.1, intensity_shift=0.1, noise_std=0.02,
                     organ_contrast=0.35)
 

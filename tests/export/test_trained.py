@@ -50,6 +50,7 @@ def test_exported_file_carries_the_runs_working_plane(trained_int8):
     path, _ = trained_int8
     metadata = lite.read_metadata(str(path))
     assert metadata["inplane_spacing"] == 3.0 and not metadata.get("inplane_size")
+    assert metadata["preset"] == "residual_unet_window"  # the demo run's intensities (config.json)
     segmenter = runtime.load_segmenter(path)
     assert segmenter.inplane_spacing == 3.0 and not segmenter.inplane_size
     assert runtime.load_segmenter(path, inplane_spacing=1.5).inplane_spacing == 1.5  # a flag still wins

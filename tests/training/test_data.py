@@ -84,10 +84,13 @@ def test_inplane_spacing_is_refused_for_tfrecord_shards(shards, tmp_path):
 
 
 def test_another_preset_is_refused_for_tfrecord_shards(shards, tmp_path):
-    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", data=shards,
-                                                                 preset="residual_unet_window", model_dir=str(tmp_path)))
+    run = tmp_path / "run"
     with pytest.raises(ConfigError, match="--preset=residual_unet_window with TFRecord shards"):
-        training_data.prepare_data(config, source, str(tmp_path), log=lambda *a: None)
+        training.prepare(training.TrainConfig(model="residual_unet", data=shards, preset="residual_unet_window",
+                                              model_dir=str(run)))
+    assert not run.exists()  # refused before anything is written
+    training.prepare(training.TrainConfig(model="residual_unet", data=shards, preset="residual_unet",
+                                          model_dir=str(run)))  # the model's own preset is the shards'
 
 
 def test_nifti_folder_is_preprocessed_into_shards_with_a_held_out_case(tmp_path):
