@@ -30,6 +30,7 @@ BAD_FLAGS = [
     (["--model=residual_unet", "--data=/no/such/dir"], "error: --data=/no/such/dir"),
     (["--model=residual_unet", "--model_kwargs={bad"], "error: --model_kwargs={bad: not valid JSON"),
     (["--model=residual_unet", "--input_shape=64,x,1"], "error: --input_shape=64,x,1"),
+    (["--model=residual_unet", "--preset=nope"], "error: --preset: unknown preset 'nope'"),
 ]
 
 
