@@ -107,7 +107,7 @@ def test_bad_case_one_error_line_and_previous_output_kept(tmp_path):
 
 
 @pytest.mark.parametrize("setup,flags,message", [
-    (None, ["--preset=unet"], "unknown preset 'unet'; valid presets: ds_nnunet, lv_net, lw_hcn, residual_unet, ynet3d"),
+    (None, ["--preset=unet"], "unknown preset 'unet'; valid presets: ds_nnunet, lv_net, lv_net_window, lw_hcn, residual_unet, residual_unet_window, ynet3d"),
     ("empty", [], "no cases found"),
     ("unpaired", [], "unpaired files"),
     ("blocked", [], "output folder is not writable"),
