@@ -225,6 +225,23 @@ def _first_line(error):
     return text.splitlines()[0] if text else ""
 
 
+def _run_config(model_path, flag):
+    """(path, dict) of the config.json beside a `.keras` checkpoint, or (path, None) where there
+    is none; DataError naming the file and `--flag` when it cannot be read as a JSON object."""
+    config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    if not model_path.endswith(".keras") or not os.path.isfile(config):
+        return config, None
+    try:
+        with open(config) as f:
+            run = json.load(f)
+        if not isinstance(run, dict):
+            raise ValueError(f"expected a JSON object, got {type(run).__name__}")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{config}: cannot read the run's {flag} ({type(e).__name__}: {e}); "
+                        f"fix the file or pass --{flag}") from None
+    return config, run
+
+
 def training_plane(model_path):
     """(in-plane size, in-plane spacing, config.json) a trainer checkpoint was trained on, or
     (None, None, None).
@@ -237,16 +254,10 @@ def training_plane(model_path):
     Raises:
         DataError: the config.json cannot be read or holds a bad size or spacing.
     """
-    config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
-    if not model_path.endswith(".keras") or not os.path.isfile(config):
+    config, run = _run_config(model_path, "inplane_size")
+    if run is None:
         return None, None, None
-    try:
-        with open(config) as f:
-            run = json.load(f)
-        size, spacing = run.get("inplane_size"), run.get("inplane_spacing")
-    except (OSError, ValueError, AttributeError) as e:
-        raise DataError(f"{config}: cannot read the run's inplane_size ({type(e).__name__}: {e}); "
-                        "fix the file or pass --inplane_size") from None
+    size, spacing = run.get("inplane_size"), run.get("inplane_spacing")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise DataError(f"{config}: inplane_size must be a non-negative int, got {size!r}; "
                         "fix the file or pass --inplane_size")
@@ -270,15 +281,8 @@ def training_preset(model_path):
     """
     from liverzoo.data.preprocess import PRESETS
 
-    config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
-    if not model_path.endswith(".keras") or not os.path.isfile(config):
-        return None
-    try:
-        with open(config) as f:
-            preset = json.load(f).get("preset")
-    except (OSError, ValueError, AttributeError) as e:
-        raise DataError(f"{config}: cannot read the run's preset ({type(e).__name__}: {e}); "
-                        "fix the file or pass --preset") from None
+    config, run = _run_config(model_path, "preset")
+    preset = None if run is None else run.get("preset")
     if preset is not None and preset not in PRESETS:
         raise DataError(f"{config}: unknown preset {preset!r} (valid: {', '.join(sorted(PRESETS))}); "
                         "fix the file or pass --preset")

@@ -56,12 +56,12 @@ def _load(model_path, model, input_shape, preset):
 
     # The file keeps the checkpoint's input; the run's working plane (config.json beside the
     # checkpoint) goes into the metadata, so that an app draws CT at the scale it was trained at.
-    keras_model = runtime.load_segmenter(model_path, preset=preset, inplane_size=0).model
+    segmenter = runtime.load_segmenter(model_path, preset=preset, inplane_size=0)
     size, spacing, _ = runtime.training_plane(model_path)
     plane = {k: v for k, v in (("inplane_size", size), ("inplane_spacing", spacing)) if v is not None}
-    recorded = None if preset is not None else runtime.training_preset(model_path)
-    if recorded is not None:
-        plane["preset"] = recorded  # the run's intensities, e.g. the demo's window
+    if preset is None and segmenter.preset is not None:
+        plane["preset"] = segmenter.preset  # the run's (config.json), else the zoo model's
+    keras_model = segmenter.model
     return keras_model, None if input_shape is None else parse_input_shape(input_shape), plane
 
 
