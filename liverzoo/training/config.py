@@ -29,7 +29,8 @@ class TrainConfig:
         epochs, steps_per_epoch: training length.
         batch_size: global batch size (split over the replicas).
         learning_rate, schedule, optimizer, loss, class_weights, weight_decay: see `Recipe`
-            (the demo's loss: `recipes.DEMO_LOSS`).
+            (the demo's loss: `recipes.DEMO_LOSS`; its rate: `recipes.DEMO_LEARNING_RATE`
+            where the recipe has one there).
         sampling: 2D stack sampling "dense", "sparse" or "dense_sparse".
         dsd: Dense-Sparse then Dense training (2D models).
         dsd_epochs: `(dense_sparse_epochs, dense_epochs)`; default a 40/60 split of `epochs`.
@@ -261,7 +262,8 @@ def resolve(config):
     steps = given_or("steps_per_epoch", recipes.DEMO_STEPS_PER_EPOCH if demo else recipes.PAPER_STEPS_PER_EPOCH)
     val_every = given_or("val_every", recipes.DEMO_VAL_EVERY if demo else 1)
     batch = given_or("batch_size", recipes.DEMO_BATCH_SIZE[layout.name] if demo else recipe.batch_size)
-    lr = given_or("learning_rate", recipe.learning_rate, float)
+    lr = given_or("learning_rate", recipes.DEMO_LEARNING_RATE.get(recipe_name, recipe.learning_rate) if demo
+                  else recipe.learning_rate, float)
     schedule = check_choice(config.schedule or (recipes.DEMO_SCHEDULE if demo else recipe.schedule),
                             schedules.SCHEDULES, "schedule")
     optimizer = check_choice(config.optimizer or recipe.optimizer, recipes.OPTIMIZERS, "optimizer")

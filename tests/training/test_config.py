@@ -71,6 +71,15 @@ def test_demo_intensities_and_loss(tmp_path):
     assert '"preset": "residual_unet_window"' in demo.to_json()  # what predict and export read back
 
 
+def test_demo_learning_rate(tmp_path):
+    """The demo's residual U-Net trains at 3e-3 (its 180 steps, not the paper's 100,000); the
+    user's own data keeps the paper's 1e-3; a recipe without a demo rate keeps its own; the flag wins."""
+    assert training.resolve(training.TrainConfig(model="residual_unet")).learning_rate == 3e-3
+    assert training.resolve(training.TrainConfig(model="residual_unet", data=str(tmp_path))).learning_rate == 1e-3
+    assert training.resolve(training.TrainConfig(model="lv_net")).learning_rate == 1e-3
+    assert training.resolve(training.TrainConfig(model="residual_unet", learning_rate=1e-4)).learning_rate == 1e-4
+
+
 BAD_CONFIGS = [
     (dict(model="no_such_model"), ConfigError, "--model='no_such_model' is not a zoo model"),
     (dict(epochs=0), ConfigError, "--epochs must be a positive"),
