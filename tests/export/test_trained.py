@@ -39,10 +39,10 @@ def test_int8_file_of_the_trained_checkpoint_keeps_the_mask(trained_int8, traine
 def _only_near_ties_differ(tflite_path, keras_path, ct):
     """A Dice gap over 0.01 is allowed only where the Keras model itself is undecided: its
     masks before post-processing agree with the file's wherever Keras's top two class
-    probabilities are more than 0.3 apart. (The 2026-12-06 demo checkpoint marks part of
-    totalseg's lower abdomen at near-ties: int8 flips 4,180 of those voxels, median margin
-    0.05, and its liver Dice comes out 0.025 higher; where the margin exceeds 0.3 the two
-    differ on 4 of 1.35 million voxels.)"""
+    probabilities are more than 0.3 apart. (The demo checkpoint of commit 9440103 marked part
+    of totalseg's lower abdomen at near-ties: int8 flipped 4,180 of those voxels, median margin
+    0.05, and its liver Dice came out 0.025 higher; where the margin exceeded 0.3 the two
+    differed on 4 of 1.35 million voxels. The f8201e4 checkpoint stored now has gaps <= 0.0003.)"""
     import numpy as np
 
     from liverzoo import runtime
