@@ -26,7 +26,8 @@ flags.DEFINE_string("model_dir", None, "Checkpoints, logs and config.json (defau
 flags.DEFINE_integer("epochs", None, "Epochs (default: recipe, or the demo's).")
 flags.DEFINE_integer("steps_per_epoch", None, "Optimizer steps per epoch.")
 flags.DEFINE_integer("batch_size", None, "Global batch size, split over the replicas.")
-flags.DEFINE_float("learning_rate", None, "Initial learning rate.")
+flags.DEFINE_float("learning_rate", None,
+                   "Initial (peak) learning rate; default the recipe's (the demo's residual U-Net: 3e-3).")
 flags.DEFINE_enum("schedule", None, list(schedules.SCHEDULES),
                   "poly (power 0.9), cosine, exponential (x0.9 per epoch) or constant.")
 flags.DEFINE_enum("optimizer", None, list(training.OPTIMIZERS), "adam or sgd (Nesterov momentum 0.99).")
