@@ -27,6 +27,7 @@ flags.DEFINE_integer("seed", 0, "Seed of weights, sampling and the fold order.")
 flags.DEFINE_float("inplane_spacing", None, "Working plane's mm per pixel (default: the demo's 3; 0: every slice "
                    "stretched to the model's input).", lower_bound=0.0)
 flags.DEFINE_enum("schedule", None, list(schedules.SCHEDULES), "Learning-rate schedule (default: the demo's).")
+flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: the demo's; residual_unet 3e-3).")
 flags.DEFINE_string("preset", None, "Intensity preprocessing preset (default: the demo's fixed-window variant of "
                     "the model's, e.g. residual_unet_window; residual_unet: the paper's histogram equalisation).")
 flags.DEFINE_enum("loss", None, list(losses.LOSSES), "Loss (default: the demo's dice_ce).")
@@ -44,7 +45,7 @@ def main(argv):
     crossval.leave_one_patient_out(training.TrainConfig(
         model=FLAGS.model, model_dir=FLAGS.model_dir, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
         model_kwargs=kwargs, seed=FLAGS.seed, inplane_spacing=FLAGS.inplane_spacing, schedule=FLAGS.schedule,
-        preset=FLAGS.preset, loss=FLAGS.loss,
+        learning_rate=FLAGS.learning_rate, preset=FLAGS.preset, loss=FLAGS.loss,
         verbose=2), patients=FLAGS.patients)
 
 

@@ -46,3 +46,24 @@ def test_leave_one_patient_out_end_to_end(tmp_path):
         assert (tmp_path / row["patient"] / "last.keras").exists()
     assert result["liver_worst"] == min(r["liver_dice"] for r in result["rows"])
     assert lines[-1].startswith("| **mean / worst**")
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--learning_rate=0", "error: --learning_rate must be a positive float, got 0.0"),
+    ("--preset=nope", "error: --preset: unknown preset 'nope'"),
+])
+def test_crossval_cli_passes_recipe_flags_on(flag, message, tmp_path):
+    """tools/crossval.py hands --learning_rate and --preset to the trainer's checks: a bad value is
+    one error line, a non-zero exit and no run folder."""
+    import os
+    import subprocess
+    import sys
+
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools",
+                        "crossval.py")
+    result = subprocess.run([sys.executable, tool, "--model=residual_unet", flag, f"--model_dir={tmp_path / 'cv'}"],
+                            capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and len(errors) == 1 and errors[0].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "cv").exists()
