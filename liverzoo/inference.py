@@ -34,6 +34,8 @@ Example:
     >>> probs = inference.predict_volume(fn, image, kind="2d", input_shape=(None, None, 3))  # doctest: +SKIP
     >>> mask = inference.segment(model, ct, model_name="residual_unet")  # doctest: +SKIP
 """
+import functools
+
 import numpy as np
 
 from liverzoo.errors import ConfigError, DataError
@@ -215,7 +217,10 @@ def keras_predict_fn(model):
     import tensorflow as tf
 
     # One trace per input shape, reused for the whole run (reduce_retracing: relaxed shapes).
-    call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    # A partial, not a lambda: TensorFlow counts traces by the function's code object, so every
+    # model wrapped here (validation, segment, runtime) would add to one count and warn about
+    # "excessive retracing" after a few models, although each traces once or twice.
+    call = tf.function(functools.partial(_call_inference, model), reduce_retracing=True)
 
     def predict_fn(batch):
         try:
@@ -232,6 +237,10 @@ def keras_predict_fn(model):
         return np.asarray(out, dtype=np.float32)
 
     return predict_fn
+
+
+def _call_inference(model, batch):
+    return model(batch, training=False)
 
 
 def _interp_matrix(n_out, n_in):

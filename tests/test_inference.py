@@ -224,3 +224,20 @@ def test_keras_input_mismatch_is_a_data_error(tiny_models):
     model_2d, _ = tiny_models
     with pytest.raises(DataError, match="cannot take an input of shape"):
         inference.keras_predict_fn(model_2d)(np.zeros((1, 8, 8, 5), np.float32))
+
+
+def test_keras_wrappers_of_many_models_do_not_warn_of_retracing(caplog):
+    """Each wrapped model traces once or twice; TensorFlow must not sum the traces of all of
+    them (it did while the traced function was one lambda) and warn of excessive retracing, as
+    it did in the quickstart notebook after the validation, segment and runtime wrappers."""
+    import keras
+
+    fns = []
+    for i in range(4):
+        inputs = keras.Input((None, None, 1))
+        fns.append(inference.keras_predict_fn(keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs), name=f"m{i}")))
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for fn in fns:
+            for batch in (4, 3, 2):  # a full batch, then the partial last ones
+                assert fn(np.zeros((batch, 8, 8, 1), np.float32)).shape == (batch, 8, 8, 3)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
