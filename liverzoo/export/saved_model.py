@@ -6,6 +6,7 @@ Keras 3 path to a SavedModel; `TFLiteConverter.from_concrete_functions` on a Ker
 leaves the weights as uninitialised resource variables, cf. tensorflow/tensorflow#63867), so
 the TFLite export goes through the same archive (`write_archive`).
 """
+import logging
 import os
 
 from liverzoo.errors import ConfigError
@@ -69,7 +70,15 @@ def write_archive(model, path, input_shape, batch_size):
     archive = keras.export.ExportArchive()
     archive.track(infer)
     archive.add_endpoint(SIGNATURE, segment, input_signature=[spec])
-    archive.write_out(path, verbose=False)
+    # tf.saved_model.save logs "Assets written to: <temporary folder>" at INFO whatever
+    # `verbose` says (twice in a notebook); the caller reports the file it writes itself.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        archive.write_out(path, verbose=False)
+    finally:
+        logger.setLevel(level)
 
 
 def export_saved_model(model, path, *, input_shape=None):
