@@ -166,7 +166,8 @@ def train(config, log=None):
             if config.dsd:
                 log(f"DSD stage {index + 1}: {stage.sampling} stacks for epochs {stage.start + 1}-{stage.end}")
             with strategy.scope():
-                result = trainable.fit(dataset, epochs=stage.end, initial_epoch=stage.start,
+                # shuffle=False: the tf.data pipeline shuffles; Keras's default True only warns.
+                result = trainable.fit(dataset, epochs=stage.end, initial_epoch=stage.start, shuffle=False,
                                        steps_per_epoch=config.steps_per_epoch, verbose=config.verbose,
                                        callbacks=[callbacks_lib.StageLogger(stage.sampling)] + callbacks + [backup])
             history += [{k: float(v[i]) for k, v in result.history.items()} | {"epoch": result.epoch[i] + 1}

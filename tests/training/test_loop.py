@@ -4,6 +4,7 @@ The SIGKILL-and-resume test is in tests/tools/test_train.py (it runs the CLI); t
 distributed tests are in tests/training/test_distributed.py.
 """
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -19,7 +20,11 @@ from tests.training.helpers import tiny_config  # noqa: E402
 def test_one_step_training_of_every_model(model, shards, tmp_path):
     # One epoch of one step cannot hold DSD's two stages (tested below).
     config = tiny_config(model, shards, tmp_path, dsd=False if models.SPECS[model].kind == "2d" else None)
-    result = training.train(config, log=lambda *a: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = training.train(config, log=lambda *a: None)
+    # Keras's default fit(shuffle=True) only warns on a tf.data dataset (which shuffles itself).
+    assert not [w for w in caught if "shuffle" in str(w.message)]
     assert len(result["history"]) == 1 and np.isfinite(result["history"][0]["loss"])
     assert set(result["final"]["cases"]) == {"phantom2"}
     for key in ("liver_dice", "tumor_dice"):
