@@ -23,6 +23,8 @@ class DataSource:
         path: the folder / manifest / glob (None for the demo).
         case_ids: ids of all cases (train + validation).
         train_files, val_files: shard paths of ready TFRecords (kind "tfrecord", no folds).
+        preset: the preset the shards were written with, as their manifest records it (name,
+            window, inplane_size, ...; kind "tfrecord" only).
     """
 
     kind: str
@@ -30,6 +32,7 @@ class DataSource:
     case_ids: tuple
     train_files: tuple = ()
     val_files: tuple = ()
+    preset: dict = None
 
 
 def inspect_data(data):
@@ -63,7 +66,8 @@ def inspect_data(data):
     val = tuple(p for p in paths if split_of.get(os.path.basename(p)) == "val")
     if not train:
         raise DataError(f"--data={data}: no training shards")
-    return DataSource("tfrecord", data, tuple(c["case_id"] for c in manifest["cases"]), train, val)
+    return DataSource("tfrecord", data, tuple(c["case_id"] for c in manifest["cases"]), train, val,
+                      manifest.get("preset") or None)
 
 
 def run_split(config, source):
@@ -73,14 +77,28 @@ def run_split(config, source):
     return splits.split_cases(source.case_ids, seed=config.seed, num_folds=config.num_folds, fold=config.fold)
 
 
-def check_preset(config, source):
-    """ConfigError when `--preset` is not the model's own and the data are TFRecord shards,
-    whose intensities were fixed when they were written."""
-    from liverzoo import models
+def shard_preset(config, requested, source):
+    """The config with the preset TFRecord shards were written with (their manifest's), so that
+    config.json, and from it `tools/predict.py` and the exporter, preprocess new CT as the
+    model was trained; the config unchanged for other data.
 
-    if source.kind == "tfrecord" and config.preset != models.SPECS[config.model].preset:
-        raise ConfigError(f"--preset={config.preset} with TFRecord shards ({source.path}): their intensities were "
-                          "fixed when they were written; use tools/make_tfrecords.py --preset")
+    Args:
+        config: the resolved config.
+        requested: `--preset` as the user gave it (None: not given).
+        source: the `DataSource`.
+
+    Raises:
+        ConfigError: `--preset` names another preset than the shards' (their intensities were
+            fixed when they were written).
+    """
+    if source.kind != "tfrecord" or not (source.preset or {}).get("name"):
+        return config
+    written = source.preset["name"]
+    if requested is not None and requested != written:
+        raise ConfigError(f"--preset={requested} with TFRecord shards written with preset {written!r} "
+                          f"({source.path}): their intensities were fixed when they were written; leave out "
+                          "--preset or use tools/make_tfrecords.py --preset")
+    return dataclasses.replace(config, preset=written)
 
 
 def data_plane(config, source):
@@ -99,7 +117,11 @@ def data_plane(config, source):
         if config.inplane_spacing:
             raise ConfigError(f"--inplane_spacing with TFRecord shards ({source.path}): their plane was fixed "
                               "when they were written; use tools/make_tfrecords.py --target_spacing")
-        return None, None
+        if not source.preset:
+            return None, None
+        # The manifest's plane: its --inplane_size or the preset's; None there kept the slices (0).
+        size = source.preset.get("inplane_size")
+        return (size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0), None
     if config.inplane_spacing:
         return 0, float(config.inplane_spacing)
     if source.kind != "demo":

@@ -17,7 +17,7 @@ from liverzoo.training import callbacks as callbacks_lib
 from liverzoo.training.allocator import keep_freed_memory
 from liverzoo.training import distribute
 from liverzoo.training.config import resolve, stage_plan
-from liverzoo.training.data import (check_preset, data_plane, inspect_data, prepare_data, run_split,
+from liverzoo.training.data import (data_plane, inspect_data, prepare_data, run_split, shard_preset,
                                     training_dataset, validation_cases)
 from liverzoo.training.model import build_model, compile_model
 from liverzoo.training.precise_bn import batchnorm_layers
@@ -49,10 +49,11 @@ def prepare(config):
     Raises:
         ConfigError / DataError with one clear message.
     """
+    requested_preset = config.preset
     config = resolve(config)
     tf_config = distribute.check_strategy(config.strategy)
     source = inspect_data(config.data)
-    check_preset(config, source)
+    config = shard_preset(config, requested_preset, source)
     if config.num_folds > 1:
         run_split(config, source)  # enough cases for the folds
     elif source.kind == "tfrecord" and not source.val_files:

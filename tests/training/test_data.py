@@ -4,11 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from liverzoo import training
+from liverzoo import models, training
 from liverzoo.data import demo, phantom, splits, tfrecord
 from liverzoo.errors import ConfigError, DataError
 from liverzoo.training import recipes
 from liverzoo.training import data as training_data
+from liverzoo.training import loop as training_loop
 from tests.training.helpers import PHANTOM_SPLIT, write_phantom_shards
 
 
@@ -85,12 +86,28 @@ def test_inplane_spacing_is_refused_for_tfrecord_shards(shards, tmp_path):
 
 def test_another_preset_is_refused_for_tfrecord_shards(shards, tmp_path):
     run = tmp_path / "run"
-    with pytest.raises(ConfigError, match="--preset=residual_unet_window with TFRecord shards"):
+    with pytest.raises(ConfigError, match="--preset=residual_unet_window with TFRecord shards written with preset "
+                                          "'lw_hcn'"):
         training.prepare(training.TrainConfig(model="residual_unet", data=shards, preset="residual_unet_window",
                                               model_dir=str(run)))
     assert not run.exists()  # refused before anything is written
-    training.prepare(training.TrainConfig(model="residual_unet", data=shards, preset="residual_unet",
-                                          model_dir=str(run)))  # the model's own preset is the shards'
+    training.prepare(training.TrainConfig(model="residual_unet", data=shards, preset="lw_hcn", model_dir=str(run)))
+
+
+def test_a_run_on_tfrecord_shards_records_their_preset_and_plane(shards, tmp_path):
+    """The phantom shards were written with lw_hcn's preset, keeping the slices' own plane
+    (inplane_size 0): a residual_unet run on them must say so in config.json, or
+    tools/predict.py and the exporter would equalise histograms on a 256 plane instead."""
+    from liverzoo import runtime
+
+    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", data=shards,
+                                                              model_dir=str(tmp_path)))
+    assert config.preset == "lw_hcn" != models.SPECS["residual_unet"].preset
+    assert training_data.data_plane(config, source) == (0, None)
+    training_loop._write_run_config(config, source)
+    checkpoint = str(tmp_path / "best.keras")  # the runtime reads the config.json beside it
+    assert runtime.training_preset(checkpoint) == "lw_hcn"
+    assert runtime.training_plane(checkpoint)[:2] == (0, None)
 
 
 def test_nifti_folder_is_preprocessed_into_shards_with_a_held_out_case(tmp_path):
