@@ -196,8 +196,37 @@ def _load_saved_model(path):
     def predict(batch):
         return np.asarray(signature(**{input_name: tf.constant(batch, tf.float32)})[output_name])
 
-    return Segmenter(path, "saved_model", predict, tuple(spec.shape[1:]), model=loaded,
-                     unknown="a SavedModel does not name its preprocessing")
+    meta = _saved_model_metadata(path)
+    has_plane = meta.get("inplane_size") is not None or meta.get("inplane_spacing") is not None
+    return Segmenter(path, "saved_model", predict, tuple(spec.shape[1:]), model=loaded, name=meta.get("model"),
+                     kind=meta.get("kind"), preset=meta.get("preset"), inplane_size=meta.get("inplane_size"),
+                     inplane_spacing=meta.get("inplane_spacing"),
+                     run_config=os.path.join(path, SAVED_MODEL_METADATA) if has_plane else None,
+                     unknown="a SavedModel without liverzoo's metadata does not name its preprocessing")
+
+
+#: liverzoo's metadata in a SavedModel folder (`liverzoo.export.saved_model.METADATA_PATH`).
+SAVED_MODEL_METADATA = os.path.join("assets.extra", "liverzoo.json")
+
+
+def _saved_model_metadata(path):
+    """The metadata `liverzoo.export` writes into a SavedModel folder, or {} for one without."""
+    from liverzoo.data.preprocess import PRESETS
+
+    file = os.path.join(path, SAVED_MODEL_METADATA)
+    if not os.path.isfile(file):
+        return {}
+    try:
+        with open(file) as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict):
+            raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{file}: cannot read the model's metadata ({type(e).__name__}: {e})") from None
+    if meta.get("preset") is not None and meta["preset"] not in PRESETS:
+        raise DataError(f"{file}: unknown preset {meta['preset']!r} (valid: {', '.join(sorted(PRESETS))}); "
+                        "fix the file or pass --preset")
+    return meta
 
 
 def _load_keras(path, read_run_config=True, read_preset=True):
@@ -320,6 +349,11 @@ def output_paths(cases, output, many, output_format=None):
     """{case: output path}: `output` itself for one input given a .nii[.gz] / .dcm name, else a
     folder with `CASE.nii.gz` (or `CASE.dcm` for `output_format="dicom_seg"`) per case."""
     if _is_file_name(output):
+        named = "dicom_seg" if str(output).lower().endswith(".dcm") else "nifti"
+        if output_format is not None and output_format != named:
+            # A DICOM SEG named .nii.gz (or a NIfTI named .dcm) would mislead every tool that opens it.
+            raise ConfigError(f"--output {output}: the name says {named}, --output_format={output_format}; "
+                              "name the file .dcm for a DICOM SEG, .nii.gz for NIfTI")
         if many:
             raise ConfigError(f"--output {output}: several inputs need an output folder, not a file")
         folder = os.path.dirname(os.path.abspath(output))
@@ -386,6 +420,32 @@ class Progress:
         print(("\r" + line + "\033[K") if self.tty else line, file=sys.stderr, flush=True)
 
 
+def _preprocessing_line(segmenter, model_path, preset, inplane_size, inplane_spacing):
+    """Says how new CT is drawn for the model and where that came from: a checkpoint copied
+    away from its run's config.json is segmented with the zoo model's defaults, which differ
+    from the demo's (its fixed-window preset, 3 mm planes), so that case gets a warning."""
+    if segmenter.inplane_spacing:
+        plane = f"in-plane spacing {segmenter.inplane_spacing:g} mm a pixel"
+    elif segmenter.inplane_size == 0:
+        plane = "the CT's own plane"
+    elif segmenter.inplane_size:
+        plane = f"in-plane size {segmenter.inplane_size}"
+    else:
+        from liverzoo.data.preprocess import get_preset
+
+        size = get_preset(segmenter.preset).inplane_size
+        plane = f"in-plane size {size} (the preset's)" if size else "the CT's own plane (the preset's)"
+    line = f"preprocessing: preset {segmenter.preset}, {plane}"
+    if segmenter.run_config is not None:
+        return f"{line} (the training run's: {segmenter.run_config})"
+    given = preset is not None or inplane_size is not None or inplane_spacing is not None
+    if segmenter.format == "keras" and not given and _run_config(model_path, "preset")[1] is None:
+        return (f"{line}; warning: no config.json beside {model_path}, so these are the zoo model's defaults; "
+                "if it was trained otherwise (the demo: --preset=residual_unet_window --inplane_spacing=3), "
+                "pass --preset and --inplane_spacing or keep the checkpoint beside its run's config.json")
+    return line
+
+
 def open_volume(path, lazy=True):
     """A NIfTI file as `liverzoo.streaming.NiftiSlabs` (read slab by slab) when `lazy`, else loaded.
 
@@ -399,9 +459,9 @@ def open_volume(path, lazy=True):
     return io.load_volume(path)
 
 
-def segment_files(model_path, input_path, output, *, model=None, save_probabilities=False, skip_bad=False,
-                  inplane_size=None, inplane_spacing=None, num_threads=2, output_format=None, log=print,
-                  **segment_kwargs):
+def segment_files(model_path, input_path, output, *, model=None, preset=None, save_probabilities=False,
+                  skip_bad=False, inplane_size=None, inplane_spacing=None, num_threads=2, output_format=None,
+                  log=print, **segment_kwargs):
     """Segments NIfTI files (or a DICOM series) with a model file and writes uint8 masks.
 
     Every path is checked before the model loads. Masks (0 background, 1 liver, 2 tumor) get
@@ -413,6 +473,8 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
         output: the mask file for one input (`.nii[.gz]`, or `.dcm` for a DICOM SEG), or a
             folder (`CASE.nii.gz`, or `CASE.dcm`, per case).
         model: zoo name when the file does not give kind and preset.
+        preset: preprocessing preset, overriding the file's (a `.tflite` or SavedModel's
+            metadata, the config.json beside a `.keras` checkpoint) and the zoo model's.
         save_probabilities: also write `CASE_probabilities.nii.gz` (X, Y, Z, C) float32.
         skip_bad: skip (and list) cases that cannot be read or segmented instead of failing.
         inplane_size: working in-plane size; default the training run's, else the preset's.
@@ -440,13 +502,15 @@ def segment_files(model_path, input_path, output, *, model=None, save_probabilit
     cases, many = find_inputs(input_path)
     output_format = dicom_seg.output_format(output, output_format)
     outputs = output_paths(cases, output, many, output_format)
-    segmenter = load_segmenter(model_path, model, inplane_size=inplane_size, inplane_spacing=inplane_spacing,
-                               num_threads=num_threads)
+    if preset is not None:
+        from liverzoo.data.preprocess import PRESETS
+
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset={preset!r}: unknown preset; valid: {', '.join(sorted(PRESETS))}")
+    segmenter = load_segmenter(model_path, model, preset=preset, inplane_size=inplane_size,
+                               inplane_spacing=inplane_spacing, num_threads=num_threads)
     segmenter.require_preprocessing()
-    if segmenter.run_config is not None:
-        plane = (f"in-plane spacing {segmenter.inplane_spacing:g} mm a pixel" if segmenter.inplane_spacing
-                 else f"in-plane size {segmenter.inplane_size}")
-        log(f"{plane}, the training run's ({segmenter.run_config})")
+    log(_preprocessing_line(segmenter, model_path, preset, inplane_size, inplane_spacing))
     if not _is_file_name(output):
         os.makedirs(output, exist_ok=True)
     progress, skipped = Progress(len(cases)), []

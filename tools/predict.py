@@ -37,6 +37,8 @@ flags.DEFINE_integer("inplane_size", None, "Working in-plane size; 0 keeps the C
                      "run's, read from the config.json beside a .keras checkpoint, else the preset's).", lower_bound=0)
 flags.DEFINE_float("inplane_spacing", None, "Working plane's mm per pixel (overrides --inplane_size; default: the "
                    "training run's, read from the config.json beside a .keras checkpoint).", lower_bound=0.01)
+flags.DEFINE_string("preset", None, "Intensity preprocessing preset (default: the file's: a .tflite or SavedModel's "
+                    "metadata, the config.json beside a .keras checkpoint, else the zoo model's).")
 flags.DEFINE_integer("num_threads", 2, "CPU threads for LiteRT (.tflite models).", lower_bound=1)
 flags.mark_flags_as_required(["model_path", "input", "output"])
 
@@ -47,7 +49,7 @@ def main(argv):
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     runtime.segment_files(
-        FLAGS.model_path, FLAGS.input, FLAGS.output, model=FLAGS.model, save_probabilities=FLAGS.save_probabilities,
+        FLAGS.model_path, FLAGS.input, FLAGS.output, model=FLAGS.model, preset=FLAGS.preset, save_probabilities=FLAGS.save_probabilities,
         skip_bad=FLAGS.skip_bad, inplane_size=FLAGS.inplane_size,
         inplane_spacing=FLAGS.inplane_spacing, num_threads=FLAGS.num_threads,
         output_format=FLAGS.output_format, postprocess=FLAGS.postprocess, tta_flip=FLAGS.tta, batch_size=FLAGS.batch_size, stride=FLAGS.stride,

@@ -378,7 +378,11 @@ def atomic_write(path, write):
 
 def atomic_write_bytes(path, data):
     """Writes bytes (or text, as UTF-8) to `path` through `atomic_write`, creating its folder."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{path}: cannot write there ({e.strerror or e}: {parent})") from None
     payload = data if isinstance(data, bytes) else data.encode("utf-8")
 
     def write(tmp):
@@ -398,10 +402,15 @@ def atomic_write_folder(path, write):
     """
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
+    except OSError as e:
+        raise DataError(f"{path}: cannot write there ({e.strerror or e}: {parent})") from None
     try:
         write(tmp)
+        # mkdtemp creates the folder 0700; a served model must be readable as any folder the user makes.
+        os.chmod(tmp, 0o777 & ~current_umask())
         if os.path.lexists(path) and not os.path.isdir(path):
             raise DataError(f"{path}: exists and is not a folder")
         if os.path.lexists(path):
@@ -410,6 +419,24 @@ def atomic_write_folder(path, write):
     finally:
         for left in (tmp, tmp + "-old"):
             shutil.rmtree(left, ignore_errors=True)
+
+def check_creatable_dir(folder, flag):
+    """DataError naming `flag` unless `folder` is a writable folder or could be created as one;
+    creates nothing (a tool checks its output before the work and writes only at the end).
+
+    Example:
+        >>> check_creatable_dir("/etc/passwd/out", "--output_dir")  # doctest: +SKIP
+        DataError: --output_dir=/etc/passwd/out: /etc/passwd is not a folder
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise DataError(f"{flag}={folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"{flag}={folder}: {existing} is not writable")
+
 
 def check_output_dir(folder):
     """Creates `folder` if needed and checks that files can be written in it.

@@ -103,9 +103,15 @@ def export_model(output, *, model_path=None, model=None, input_shape=None, forma
         >>> export_model("ru_int8.tflite", model="residual_unet", input_shape="64,64,1", quantize="int8")
     """
     _check_options(output, format, quantize, representative_data)
+    if preset is not None:
+        from liverzoo.data.preprocess import PRESETS
+
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset={preset!r}: unknown preset; valid: {', '.join(sorted(PRESETS))}")
     keras_model, input_shape, plane = _load(model_path, model, input_shape, preset)
     if format == "saved_model":
-        export_saved_model(keras_model, output, input_shape=input_shape)
+        export_saved_model(keras_model, output, input_shape=input_shape,
+                           metadata=_saved_model_metadata(keras_model, preset, plane))
         log(f"wrote SavedModel {output} (signature '{SIGNATURE}')")
         return output
     metadata = dict(zoo_metadata(keras_model, preset=preset, input_shape=input_shape), **plane)
@@ -128,6 +134,24 @@ def export_model(output, *, model_path=None, model=None, input_shape=None, forma
         )
         _check_agreement(output, quantize, report, min_agreement, force, log)
     return output
+
+
+def _saved_model_metadata(keras_model, preset, plane):
+    """What `liverzoo.runtime` needs to segment with the SavedModel without `--model`: the
+    zoo name, input kind, preset (given, the run's, else the zoo model's) and working plane."""
+    from liverzoo import models
+    from liverzoo.layout import layout_of
+
+    spec = models.SPECS.get(keras_model.name)
+    try:
+        kind = layout_of(tuple(keras_model.input_shape[1:])).name
+    except ConfigError:
+        kind = spec.kind if spec is not None else None
+    metadata = {"model": keras_model.name, "kind": kind, "preset": spec.preset if spec is not None else None}
+    metadata.update(plane)  # the training run's preset and plane (its config.json)
+    if preset is not None:
+        metadata["preset"] = preset
+    return {k: v for k, v in metadata.items() if v is not None}
 
 
 class ExportRefused(DataError):

@@ -6,6 +6,7 @@ Keras 3 path to a SavedModel; `TFLiteConverter.from_concrete_functions` on a Ker
 leaves the weights as uninitialised resource variables, cf. tensorflow/tensorflow#63867), so
 the TFLite export goes through the same archive (`write_archive`).
 """
+import json
 import logging
 import os
 
@@ -13,6 +14,7 @@ from liverzoo.errors import ConfigError
 from liverzoo.export.rewrite import inference_model
 from liverzoo.layout import layout_of
 from liverzoo.lite import OUTPUT_NAME, SIGNATURE
+from liverzoo.runtime import SAVED_MODEL_METADATA
 
 INPUT_NAMES = {"2d": "ct_stack", "3d": "ct_subvolume"}
 
@@ -81,7 +83,13 @@ def write_archive(model, path, input_shape, batch_size):
         logger.setLevel(level)
 
 
-def export_saved_model(model, path, *, input_shape=None):
+#: Where a SavedModel written here keeps liverzoo's metadata (model, kind, preset, working
+#: plane), read back by `liverzoo.runtime`: `assets.extra/` is TF Serving's folder for files
+#: that TensorFlow does not load.
+METADATA_PATH = SAVED_MODEL_METADATA
+
+
+def export_saved_model(model, path, *, input_shape=None, metadata=None):
     """Writes a SavedModel for TF Serving with the signature `"segment"`.
 
     The signature (also registered as `serving_default`) takes `ct_stack` `(B, H, W, T)` or
@@ -94,6 +102,9 @@ def export_saved_model(model, path, *, input_shape=None):
         path: destination folder.
         input_shape: per-example shape; defaults to the model's own (`None` dimensions
             stay free in the signature).
+        metadata: optional dict written to `METADATA_PATH` (what `liverzoo.runtime` needs to
+            preprocess CT for the model: `model`, `kind`, `preset`, `inplane_size`,
+            `inplane_spacing`, as in a `.tflite` file's metadata).
 
     Returns:
         `path`.
@@ -106,6 +117,13 @@ def export_saved_model(model, path, *, input_shape=None):
 
     path = os.fspath(path)
     input_shape = check_input_shape(model, input_shape, static=False)
-    io.atomic_write_folder(path, lambda tmp: write_archive(model, tmp, input_shape, None))
+    def write(tmp):
+        write_archive(model, tmp, input_shape, None)
+        if metadata:
+            os.makedirs(os.path.join(tmp, os.path.dirname(METADATA_PATH)), exist_ok=True)
+            with open(os.path.join(tmp, METADATA_PATH), "w") as f:
+                json.dump(metadata, f, indent=1, sort_keys=True)
+
+    io.atomic_write_folder(path, write)
     return path
 

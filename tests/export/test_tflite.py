@@ -134,3 +134,13 @@ def test_int8_is_calibrated_on_the_runs_working_plane(monkeypatch):
     export.convert_tflite(model, "int8", metadata={"preset": "residual_unet", "inplane_spacing": 3.0})
     export.convert_tflite(model, "int8", metadata={"preset": "residual_unet", "inplane_size": 128})
     assert [call["inplane_spacing"] for call in calls] == [3.0, None]
+
+
+def test_output_under_a_file_is_one_data_error(tmp_path):
+    from liverzoo.errors import DataError
+
+    (tmp_path / "file.tflite").write_bytes(b"x")
+    with pytest.raises(DataError, match="x.tflite: cannot write there"):
+        export.write_tflite(b"TFL3", tmp_path / "file.tflite" / "x.tflite")
+    with pytest.raises(DataError, match="sm: cannot write there"):
+        export.export_saved_model(_two_head_model(), tmp_path / "file.tflite" / "sm")

@@ -129,7 +129,7 @@ def test_trainer_checkpoint_with_its_loss_and_optimizer_loads(tiny_model_path, r
     result = run_cli(f"--model_path={tmp_path / 'best.keras'}", "--model=residual_unet",
                      f"--input={real_ct_dir / CT}", f"--output={tmp_path / 'mask.nii.gz'}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "in-plane size 48, the training run's" in result.stdout
+    assert "preset residual_unet, in-plane size 48 (the training run's: " in result.stdout
     ct = load_volume(str(real_ct_dir / CT))
     expected = segment(model, ct, model_name="residual_unet", inplane_size=48)
     got = np.asarray(nib.load(str(tmp_path / "mask.nii.gz")).dataobj)
@@ -141,7 +141,7 @@ def test_trainer_checkpoint_with_its_loss_and_optimizer_loads(tiny_model_path, r
     result = run_cli(f"--model_path={tmp_path / 'best.keras'}", "--model=residual_unet", f"--input={real_ct_dir / CT}",
                      f"--output={tmp_path / 'mask6.nii.gz'}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "in-plane spacing 6 mm a pixel, the training run's" in result.stdout
+    assert "in-plane spacing 6 mm a pixel (the training run's: " in result.stdout
     expected = segment(model, ct, model_name="residual_unet", inplane_spacing=6.0)
     np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "mask6.nii.gz")).dataobj), ct.to_source(expected))
 
