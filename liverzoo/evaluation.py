@@ -45,6 +45,7 @@ import numpy as np
 
 from liverzoo import lesions, metrics
 from liverzoo import report as report_lib
+from liverzoo.data import io
 from liverzoo.errors import DataError
 from liverzoo.report import render_overlay, worst_slices  # noqa: F401 (public here before)
 
@@ -148,7 +149,6 @@ def _load_pair(case, pred_path, ref_path, dicom_dir):
         pred, pred_affine, _ = load_label_map(pred_path, case)
         ref, ref_affine, spacing = load_label_map(ref_path, case)
         return pred, pred_affine, ref, ref_affine, spacing
-    from liverzoo.data import io
 
     try:
         series = io.load_volume(series_folder(dicom_dir, case))
@@ -302,7 +302,6 @@ def _load_canonical(path, labels=True, dicom_dir=None, case=None):
     import nibabel as nib
 
     if is_seg(path):
-        from liverzoo.data import io
 
         volume = io.load_label(path, series_folder(dicom_dir, case))
         return volume.label, tuple(volume.spacing[:2])
@@ -342,6 +341,17 @@ def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case, dicom
     return written
 
 
+def _remove_stale(output_dir, written):
+    """Removes this tool's outputs of an earlier run into the same folder that this run did not
+    write (a report.html without --report, overlays of other cases), so that the folder shows
+    one run."""
+    old = [os.path.join("overlays", n) for n in sorted(os.listdir(os.path.join(output_dir, "overlays")))
+           if n.endswith(".png")] if os.path.isdir(os.path.join(output_dir, "overlays")) else []
+    for name in old + ["report.html"]:
+        if name not in written and os.path.isfile(os.path.join(output_dir, name)):
+            os.remove(os.path.join(output_dir, name))
+
+
 def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, dicom_dir=None, skip_bad=False, num_overlays=3,
              overlay_slices=2, min_overlap=0.5, merge_fragments=False, report=False, progress=None):
     """Evaluates every case and writes cases.csv, lesions.csv, summary.json, overlays/ and
@@ -375,6 +385,7 @@ def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, dicom_dir=None, s
         [{'case': 'volume-3', 'error': 'case volume-3: no prediction in preds'}]
     """
     preds, refs = list_cases(pred_dir, "--pred_dir"), list_cases(ref_dir, "--ref_dir")
+    io.check_creatable_dir(output_dir, "--output_dir")  # before the scoring, not after it
     names = sorted(set(preds) | set(refs), key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
     if not names:
         raise DataError(f"no NIfTI or DICOM SEG cases in {pred_dir} or {ref_dir}")
@@ -397,10 +408,11 @@ def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, dicom_dir=None, s
         rows.append(row)
         pairs[case] = (preds[case], refs[case])
     if not rows:
-        raise DataError(f"no case could be evaluated ({len(skipped)} skipped)")
+        raise DataError(f"no case could be evaluated ({len(skipped)} skipped; first: {skipped[0][1]})" if skipped
+                        else "no case could be evaluated")
     summary = summarize(rows, skipped, min_overlap=min_overlap, merge_fragments=merge_fragments)
 
-    os.makedirs(output_dir, exist_ok=True)
+    io.check_output_dir(output_dir)
     staging = tempfile.mkdtemp(prefix=".evaluate-", dir=output_dir)
     try:
         summary["overlays"] = _overlays(rows, pairs, image_dir, staging, num_overlays, overlay_slices, dicom_dir)
@@ -416,6 +428,7 @@ def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, dicom_dir=None, s
             os.makedirs(os.path.join(output_dir, "overlays"), exist_ok=True)
         for name in names:
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+        _remove_stale(output_dir, names)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary

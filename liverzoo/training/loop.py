@@ -12,6 +12,7 @@ import time
 
 import keras
 
+from liverzoo.data import io
 from liverzoo.errors import ConfigError, DataError
 from liverzoo.training import callbacks as callbacks_lib
 from liverzoo.training.allocator import keep_freed_memory
@@ -133,7 +134,7 @@ def train(config, log=None):
     keras.utils.set_random_seed(config.seed)
     chief = distribute.is_chief(strategy)
     work_dir = distribute.worker_dir(config.model_dir, strategy)
-    os.makedirs(work_dir, exist_ok=True)
+    io.check_output_dir(work_dir)  # a bad --model_dir: one DataError line, not an OSError traceback
     if chief:
         _write_run_config(config, source)
     train_files, val_files = prepare_data(config, source, work_dir, log)

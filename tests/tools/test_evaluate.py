@@ -160,9 +160,36 @@ def test_all_cases_bad_is_an_error(tmp_path):
     (tmp_path / "p").mkdir()
     (tmp_path / "r").mkdir()
     save(tmp_path / "r" / "a.nii.gz", np.zeros((3, 3, 3), np.uint8))
-    with pytest.raises(DataError, match="no case could be evaluated"):
+    with pytest.raises(DataError, match="no case could be evaluated .1 skipped; first: case a: no prediction in"):
         evaluation.evaluate(str(tmp_path / "p"), str(tmp_path / "r"), str(tmp_path / "o"), skip_bad=True)
     assert not (tmp_path / "o").exists()
+
+
+def test_bad_output_dir_is_refused_before_scoring(cases, tmp_path, monkeypatch):
+    pred_dir, ref_dir = cases
+    (tmp_path / "file.txt").write_text("x")
+    scored = []
+    monkeypatch.setattr(evaluation, "evaluate_case", lambda *a, **k: scored.append(a))
+    for output, message in ((tmp_path / "file.txt", "file.txt is not a folder"),
+                            (tmp_path / "file.txt" / "out", "file.txt is not a folder")):
+        with pytest.raises(DataError, match=f"--output_dir={re.escape(str(output))}: .*{message}"):
+            evaluation.evaluate(str(pred_dir), str(ref_dir), str(output))
+    assert scored == []  # refused before any case was scored
+    result = run_cli(f"--pred_dir={pred_dir}", f"--ref_dir={ref_dir}", f"--output_dir={tmp_path / 'file.txt'}")
+    assert result.returncode == 1 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_rerun_into_the_same_folder_leaves_no_stale_outputs(cases, tmp_path):
+    pred_dir, ref_dir = cases
+    out = tmp_path / "out"
+    first = evaluation.evaluate(str(pred_dir), str(ref_dir), str(out), num_overlays=3, overlay_slices=2, report=True)
+    second = evaluation.evaluate(str(pred_dir), str(ref_dir), str(out), num_overlays=1, overlay_slices=1)
+    assert len(first["overlays"]) > len(second["overlays"]) == 1
+    assert sorted(str(p.relative_to(out)) for p in (out / "overlays").iterdir()) == second["overlays"]
+    assert not (out / "report.html").exists()
+    (out / "notes.txt").write_text("the user's")  # files the tool does not write stay
+    evaluation.evaluate(str(pred_dir), str(ref_dir), str(out), num_overlays=0)
+    assert (out / "notes.txt").exists() and not list((out / "overlays").iterdir())
 
 
 def placeholder_cases(root):

@@ -84,3 +84,12 @@ def test_mixed_precision_trains_with_float32_outputs_and_restores_the_policy(sha
     assert keras.config.dtype_policy().name == before
     model = keras.models.load_model(tmp_path / "last.keras", compile=False)
     assert model.layers[1].dtype_policy.name == "mixed_float16" and model.outputs[0].dtype == "float32"
+
+
+def test_model_dir_that_cannot_be_a_folder_is_one_data_error(shards, tmp_path):
+    from liverzoo.errors import DataError
+
+    (tmp_path / "file.txt").write_text("x")
+    for model_dir in (tmp_path / "file.txt", tmp_path / "file.txt" / "run"):
+        with pytest.raises(DataError, match=f"{model_dir}: output folder is not writable"):
+            training.train(tiny_config("residual_unet", shards, model_dir), log=lambda *a: None)
