@@ -100,7 +100,8 @@ def list_cases(folder, what):
 
 
 def load_label_map(path, case):
-    """Reads a NIfTI label map as stored (no reorientation: both maps are compared voxelwise).
+    """Reads a NIfTI label map as stored (`evaluate_case` brings the prediction into the
+    reference's axis order, then compares voxelwise).
 
     Args:
         path: `.nii[.gz]` file.
@@ -158,6 +159,21 @@ def _load_pair(case, pred_path, ref_path, dicom_dir):
     return pred.label, pred.affine, ref.label, ref.affine, tuple(float(v) for v in series.spacing)
 
 
+def _to_reference_axes(pred, pred_affine, ref_affine):
+    """The prediction's voxel axes permuted and flipped into the reference's order, where the two
+    files store their grids in different axis orders (a mask written on a DICOM series' LPS-like
+    grid against a NIfTI label stored LAS); unchanged where the orders agree. The affine check
+    that follows still refuses grids that differ."""
+    from nibabel import orientations
+
+    have, want = orientations.io_orientation(pred_affine), orientations.io_orientation(ref_affine)
+    if np.array_equal(have, want):
+        return pred, pred_affine
+    transform = orientations.ornt_transform(have, want)
+    return (orientations.apply_orientation(pred, transform),
+            pred_affine @ orientations.inv_ornt_aff(transform, pred.shape))
+
+
 def evaluate_case(case, pred_path, ref_path, *, min_overlap=0.5, merge_fragments=False, dicom_dir=None):
     """One row of `cases.csv`: a dict keyed by `COLUMNS`, plus its lesions.
 
@@ -183,6 +199,7 @@ def evaluate_case(case, pred_path, ref_path, *, min_overlap=0.5, merge_fragments
         0.961
     """
     pred, pred_affine, ref, ref_affine, spacing = _load_pair(case, pred_path, ref_path, dicom_dir)
+    pred, pred_affine = _to_reference_axes(pred, pred_affine, ref_affine)
     if pred.shape != ref.shape:
         raise DataError(f"case {case}: prediction shape {pred.shape} differs from reference shape {ref.shape}")
     diff = float(np.abs(pred_affine - ref_affine).max())

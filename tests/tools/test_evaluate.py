@@ -165,6 +165,27 @@ def test_all_cases_bad_is_an_error(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_same_grid_in_another_axis_order_is_scored(real_ct_dir, tmp_path):
+    """A mask stored in another axis order than its reference (here RAS against the file's own
+    order; a mask predicted from a DICOM series against a NIfTI label in practice) is the same
+    grid: scored after reordering its axes, not refused for an affine that differs by 499 mm."""
+    ref_file = real_ct_dir / "totalseg_dicom_slab_liver_pred.nii.gz"
+    ref = nib.load(str(ref_file))
+    canonical = nib.as_closest_canonical(ref)
+    assert not np.allclose(canonical.affine, ref.affine)  # really another order
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    save(tmp_path / "r" / "slab.nii.gz", np.asarray(ref.dataobj).astype(np.uint8), ref.affine)
+    save(tmp_path / "p" / "slab.nii.gz", np.asarray(canonical.dataobj).astype(np.uint8), canonical.affine)
+    row = evaluation.evaluate_case("slab", str(tmp_path / "p" / "slab.nii.gz"), str(tmp_path / "r" / "slab.nii.gz"))
+    assert row["liver_dice"] == 1.0 and row["liver_assd"] == 0.0
+    shifted = canonical.affine.copy()
+    shifted[0, 3] += 10.0  # another grid is still refused
+    save(tmp_path / "p" / "slab.nii.gz", np.asarray(canonical.dataobj).astype(np.uint8), shifted)
+    with pytest.raises(DataError, match="case slab: prediction affine differs from the reference affine by 10"):
+        evaluation.evaluate_case("slab", str(tmp_path / "p" / "slab.nii.gz"), str(tmp_path / "r" / "slab.nii.gz"))
+
+
 def test_bad_output_dir_is_refused_before_scoring(cases, tmp_path, monkeypatch):
     pred_dir, ref_dir = cases
     (tmp_path / "file.txt").write_text("x")
