@@ -17,6 +17,7 @@ of the series the SEG references (frames placed by referenced instance, else by 
 """
 import copy
 import hashlib
+import logging
 import os
 import warnings
 
@@ -170,6 +171,11 @@ def write_segmentation(values, reference, path, *, model_name, model_path, fract
     # Stored order (columns, rows, slices, segment) -> highdicom's (frames, rows, columns, segment).
     frames = np.ascontiguousarray(np.transpose(reference.to_source(stack), (2, 1, 0, 3)))
     source_number = slices[0].get("SeriesNumber")
+    # highdicom logs ~10 INFO lines per SEG ("copy attributes of module ..."), which absl's
+    # handler in the tools prints to stderr: held back to WARNING while it builds this one.
+    logger = logging.getLogger("highdicom")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
     with warnings.catch_warnings():
         # highdicom warns about the source's one-component person names; those are not ours to fix.
         warnings.filterwarnings("ignore", message=".*intended person name", category=UserWarning)
@@ -186,6 +192,8 @@ def write_segmentation(values, reference, path, *, model_name, model_path, fract
                 omit_empty_frames=True)
         except (ValueError, AttributeError) as e:  # a source header highdicom finds incomplete
             raise DataError(f"{reference.path}: cannot build a DICOM SEG for this series ({e})") from None
+        finally:
+            logger.setLevel(level)
     seg.SeriesDescription = f"liverzoo {model_name} segmentation"[:64]
     atomic_write(path, seg.save_as)
 

@@ -316,3 +316,15 @@ def test_predict_writes_a_seg_equal_to_its_nifti_mask(jpeg2000_series, tiny_mode
                              capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "InstanceUID is empty" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "no.dcm").exists()
+
+
+def test_writing_logs_nothing_below_warning(dcmqi_case, tmp_path, caplog):
+    """highdicom's ~10 INFO lines a SEG ("copy attributes of module ...") reached stderr through
+    absl's handler in tools/predict.py; held back while liverzoo writes, and the level restored."""
+    import logging
+
+    with caplog.at_level("INFO", logger="highdicom"):
+        dicom_seg.write_segmentation(dcmqi_case.label, dcmqi_case, tmp_path / "s.dcm", **MODEL)
+        assert logging.getLogger("highdicom").level == logging.INFO
+    assert (tmp_path / "s.dcm").is_file()
+    assert not [r for r in caplog.records if r.name.startswith("highdicom") and r.levelno < logging.WARNING]
