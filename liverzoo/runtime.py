@@ -512,7 +512,7 @@ def segment_files(model_path, input_path, output, *, model=None, preset=None, sa
     segmenter.require_preprocessing()
     log(_preprocessing_line(segmenter, model_path, preset, inplane_size, inplane_spacing))
     if not _is_file_name(output):
-        os.makedirs(output, exist_ok=True)
+        io.check_creatable_dir(output, "--output")  # made when the first mask is written, not before
     progress, skipped = Progress(len(cases)), []
     for index, (case, path) in enumerate(cases):
         progress.start(index, case)
@@ -530,6 +530,7 @@ def segment_files(model_path, input_path, output, *, model=None, preset=None, sa
             progress.finish("skipped")
             continue
         mask, probs = result if save_probabilities else (result, None)
+        os.makedirs(os.path.dirname(os.path.abspath(outputs[case])), exist_ok=True)
         _write_result(ct, mask, probs, outputs[case], output_format, segmenter, model_path)
         counts = mask.counts() if hasattr(mask, "counts") else np.bincount(np.ravel(mask), minlength=3)
         progress.finish(f"liver {int(counts[1:].sum())} voxels, tumor {int(counts[2])} voxels -> {outputs[case]}")
