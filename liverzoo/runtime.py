@@ -393,6 +393,8 @@ def _write_result(ct, mask, probs, path, output_format, segmenter, model_path):
         import nibabel as nib
 
         image = nib.Nifti1Image(np.ascontiguousarray(ct.to_source(probs)), ct.source_affine)
+        image.set_qform(ct.source_affine, code=1)  # the same header codes as the mask (nibabel: qform 0, sform 2)
+        image.set_sform(ct.source_affine, code=1)
         io.atomic_write(probabilities_path(path), lambda tmp: nib.save(image, tmp))
 
 

@@ -72,6 +72,10 @@ def test_predict_folder_skip_bad_probabilities_and_alignment(tiny_model_path, re
 
     mask_img = nib.load(str(out / "b_good.nii.gz"))
     np.testing.assert_allclose(mask_img.affine, flipped.affine, atol=1e-4)
+    probs_img = nib.load(str(out / "b_good_probabilities.nii.gz"))
+    for img in (mask_img, probs_img):  # both say their affine is the scanner's, as the mask did
+        assert (int(img.header["qform_code"]), int(img.header["sform_code"])) == (1, 1)
+    np.testing.assert_allclose(probs_img.affine, flipped.affine, atol=1e-4)
     assert mask_img.shape == flipped.shape and mask_img.get_data_dtype() == np.uint8
     mask = np.asarray(mask_img.dataobj)
     ct = load_volume(str(inputs / "b_good.nii.gz"))
