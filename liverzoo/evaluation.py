@@ -139,7 +139,7 @@ def is_seg(path):
 def series_folder(dicom_dir, case):
     """The DICOM series of `case` under `dicom_dir`: `dicom_dir/case/`, else `dicom_dir` itself."""
     if dicom_dir is None:
-        raise DataError(f"case {case}: a DICOM SEG is read onto its source series: pass --dicom_dir")
+        raise DataError("a DICOM SEG is read onto its source series: pass --dicom_dir")  # the caller names the case
     folder = os.path.join(dicom_dir, case)
     return folder if os.path.isdir(folder) else dicom_dir
 
@@ -319,7 +319,6 @@ def _load_canonical(path, labels=True, dicom_dir=None, case=None):
     import nibabel as nib
 
     if is_seg(path):
-
         volume = io.load_label(path, series_folder(dicom_dir, case))
         return volume.label, tuple(volume.spacing[:2])
     image = nib.as_closest_canonical(nib.load(path))

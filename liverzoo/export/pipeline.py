@@ -50,6 +50,8 @@ def _load(model_path, model, input_shape, preset):
 
         kwargs = {} if input_shape is None else {"input_shape": parse_input_shape(input_shape)}
         return models.build(model, **kwargs), None, {}
+    if not os.path.exists(model_path):
+        raise DataError(f"--model_path={model_path}: no such file")
     if not os.path.isfile(model_path) or not model_path.endswith(".keras"):
         raise DataError(f"--model_path={model_path}: not a .keras file")
     from liverzoo import runtime

@@ -144,3 +144,10 @@ def test_output_under_a_file_is_one_data_error(tmp_path):
         export.write_tflite(b"TFL3", tmp_path / "file.tflite" / "x.tflite")
     with pytest.raises(DataError, match="sm: cannot write there"):
         export.export_saved_model(_two_head_model(), tmp_path / "file.tflite" / "sm")
+
+
+def test_missing_checkpoint_is_named_as_missing(tmp_path):
+    from liverzoo.errors import DataError
+
+    with pytest.raises(DataError, match=r"--model_path=.*nope.keras: no such file$"):
+        export.export_model(str(tmp_path / "x.tflite"), model_path=str(tmp_path / "nope.keras"))

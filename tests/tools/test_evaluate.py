@@ -296,3 +296,13 @@ def test_dicom_seg_predictions_score_like_their_nifti(real_dicom_dir, real_ct_di
     assert from_seg["liver"]["assd"] == pytest.approx(from_nifti["liver"]["assd"], abs=1e-6)
     with pytest.raises(DataError, match="case dcmqi: a DICOM SEG .*--dicom_dir"):
         evaluation.evaluate(str(tmp_path / "seg"), str(tmp_path / "ref"), str(tmp_path / "out3"))
+
+
+def test_seg_without_its_series_names_the_case_once(tmp_path, real_dicom_dir, real_ct_dir):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    (tmp_path / "p" / "dcmqi.dcm").write_bytes((real_dicom_dir / "dcmqi_liver_seg.dcm").read_bytes())
+    (tmp_path / "r" / "dcmqi.nii.gz").write_bytes((real_ct_dir / "dcmqi_3slice_liver.nii.gz").read_bytes())
+    with pytest.raises(DataError) as error:
+        evaluation.evaluate(str(tmp_path / "p"), str(tmp_path / "r"), str(tmp_path / "o"))
+    assert str(error.value) == "case dcmqi: a DICOM SEG is read onto its source series: pass --dicom_dir"
