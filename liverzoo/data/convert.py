@@ -4,6 +4,7 @@ Cases are converted by a pool of processes or, with `runner`, by an Apache Beam 
 the files are byte-identical either way (`liverzoo.data.tfrecord`, `beam_pipeline`).
 """
 import functools
+import os
 import logging
 import sys
 
@@ -99,6 +100,7 @@ def convert_folder(input_dir, output_dir, *, preset, num_shards=4, val_fraction=
         target_spacing = parse_target_spacing(target_spacing)
     # Cheap checks first: a wrong folder fails before any conversion starts.
     cases = io.find_cases(input_dir)
+    created = not os.path.isdir(output_dir)
     io.check_output_dir(output_dir)
     if runner:
         write = functools.partial(beam_pipeline.write_dataset, runner=runner, beam_options=beam_options,
@@ -111,6 +113,10 @@ def convert_folder(input_dir, output_dir, *, preset, num_shards=4, val_fraction=
                          seed=seed, compression=None if compression == "none" else "GZIP",
                          inplane_size=inplane_size, target_spacing=target_spacing, skip_bad=skip_bad,
                          progress=progress)
+    except BaseException:
+        if created and os.path.isdir(output_dir) and not os.listdir(output_dir):
+            os.rmdir(output_dir)  # a failed run leaves no empty folder it made
+        raise
     finally:
         progress.close()
     splits = manifest["splits"]

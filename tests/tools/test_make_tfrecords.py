@@ -104,6 +104,10 @@ def test_bad_case_one_error_line_and_previous_output_kept(tmp_path):
     assert f"error: {tmp_path / 'in' / 'segmentation-2.nii.gz'}: " in errors[0] and "truncated" in errors[0]
     assert "Traceback" not in result.stderr
     assert {name: open(out / name, "rb").read() for name in os.listdir(out)} == before  # nothing half-written
+    new_out = tmp_path / "new_out"  # a folder the failed run made is not left behind, empty
+    result, _ = run_tool(f"--input_dir={tmp_path / 'in'}", f"--output_dir={new_out}", "--preset=residual_unet",
+                         "--inplane_size=16")
+    assert result.returncode == 1 and not new_out.exists()
 
 
 @pytest.mark.parametrize("setup,flags,message", [
