@@ -30,7 +30,8 @@ def test_toy_family_trains_segments_and_exports(toy_family, ct_volume, tmp_path)
     assert os.path.exists(best)
 
     segmenter = runtime.load_segmenter(best)
-    assert (segmenter.name, segmenter.kind, segmenter.preset) == ("toy_unet", "2d", "residual_unet")
+    # The preset the phantom shards were written with (their manifest's), not the toy spec's own.
+    assert (segmenter.name, segmenter.kind, segmenter.preset) == ("toy_unet", "2d", "lw_hcn")
     mask = segmenter.segment(ct_volume, postprocess=False)
     assert mask.shape == ct_volume.array.shape and mask.dtype == np.uint8
 
