@@ -216,13 +216,7 @@ def _saved_model_metadata(path):
     file = os.path.join(path, SAVED_MODEL_METADATA)
     if not os.path.isfile(file):
         return {}
-    try:
-        with open(file) as f:
-            meta = json.load(f)
-        if not isinstance(meta, dict):
-            raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{file}: cannot read the model's metadata ({type(e).__name__}: {e})") from None
+    meta = _json_object(file, "the model's metadata")
     if meta.get("preset") is not None and meta["preset"] not in PRESETS:
         raise DataError(f"{file}: unknown preset {meta['preset']!r} (valid: {', '.join(sorted(PRESETS))}); "
                         "fix the file or pass --preset")
@@ -254,21 +248,25 @@ def _first_line(error):
     return text.splitlines()[0] if text else ""
 
 
+def _json_object(file, what, hint=""):
+    """The JSON object in `file`; DataError naming the file (and `hint`) when it is not one."""
+    try:
+        with open(file) as f:
+            value = json.load(f)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{file}: cannot read {what} ({type(e).__name__}: {e}){hint}") from None
+    return value
+
+
 def _run_config(model_path, flag):
     """(path, dict) of the config.json beside a `.keras` checkpoint, or (path, None) where there
     is none; DataError naming the file and `--flag` when it cannot be read as a JSON object."""
     config = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
     if not model_path.endswith(".keras") or not os.path.isfile(config):
         return config, None
-    try:
-        with open(config) as f:
-            run = json.load(f)
-        if not isinstance(run, dict):
-            raise ValueError(f"expected a JSON object, got {type(run).__name__}")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{config}: cannot read the run's {flag} ({type(e).__name__}: {e}); "
-                        f"fix the file or pass --{flag}") from None
-    return config, run
+    return config, _json_object(config, f"the run's {flag}", f"; fix the file or pass --{flag}")
 
 
 def training_plane(model_path):
