@@ -62,7 +62,8 @@ def test_saved_model_from_a_checkpoint(tmp_path):
 BAD_FLAGS = [
     (["--output=x.tflite"], "error: give exactly one of --model_path"),
     (["--model=residual_unet", "--input_shape=32,x,1", "--output=x.tflite"], "error: --input_shape='32,x,1'"),
-    (["--model_path=/no/such/best.keras", "--output=x.tflite"], "error: --model_path=/no/such/best.keras: not a .keras"),
+    (["--model_path=/no/such/best.keras", "--output=x.tflite"], "error: --model_path=/no/such/best.keras: no such file"),
+    ([f"--model_path={EXPORT}", "--output=x.tflite"], f"error: --model_path={EXPORT}: not a .keras file"),
     (["--model=residual_unet", "--format=onnx", "--output=x.onnx"], "error: --format='onnx'"),
     (["--model=residual_unet", "--format=saved_model", "--quantize=int8", "--output=sm"],
      "error: --quantize applies to --format=tflite only"),
