@@ -503,10 +503,9 @@ def segment_files(model_path, input_path, output, *, model=None, preset=None, sa
     output_format = dicom_seg.output_format(output, output_format)
     outputs = output_paths(cases, output, many, output_format)
     if preset is not None:
-        from liverzoo.data.preprocess import PRESETS
+        from liverzoo.data.preprocess import preset_option
 
-        if preset not in PRESETS:
-            raise ConfigError(f"--preset={preset!r}: unknown preset; valid: {', '.join(sorted(PRESETS))}")
+        preset_option(preset)
     segmenter = load_segmenter(model_path, model, preset=preset, inplane_size=inplane_size,
                                inplane_spacing=inplane_spacing, num_threads=num_threads)
     segmenter.require_preprocessing()

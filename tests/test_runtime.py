@@ -205,7 +205,7 @@ def test_exported_savedmodel_carries_the_runs_preprocessing(run_checkpoint, ct_v
     np.testing.assert_array_equal(saved.segment(ct_volume), expected)
     # Readable by a server running as another user, like any folder the user makes (was 0700).
     assert os.stat(tmp_path / "sm").st_mode & 0o777 == 0o777 & ~current_umask()
-    with pytest.raises(ConfigError, match="--preset='foo': unknown preset"):
+    with pytest.raises(ConfigError, match="--preset: unknown preset 'foo'; valid presets: "):
         export.export_model(str(tmp_path / "sm2"), model_path=str(checkpoint), format="saved_model", preset="foo")
     assert not (tmp_path / "sm2").exists()
 
@@ -235,5 +235,5 @@ def test_checkpoint_away_from_its_run_config_is_named_in_a_warning(run_checkpoin
 
     b, c = (np.asarray(nib.load(str(tmp_path / n)).dataobj) for n in ("b.nii.gz", "c.nii.gz"))
     np.testing.assert_array_equal(b, c)
-    with pytest.raises(ConfigError, match="--preset='foo': unknown preset; valid: "):
+    with pytest.raises(ConfigError, match="--preset: unknown preset 'foo'; valid presets: "):
         runtime.segment_files(str(checkpoint), ct, str(tmp_path / "d.nii.gz"), preset="foo")

@@ -4,8 +4,8 @@ Cases are converted by a pool of processes or, with `runner`, by an Apache Beam 
 the files are byte-identical either way (`liverzoo.data.tfrecord`, `beam_pipeline`).
 """
 import functools
-import os
 import logging
+import os
 import sys
 
 from liverzoo.errors import ConfigError

@@ -420,6 +420,7 @@ def atomic_write_folder(path, write):
         for left in (tmp, tmp + "-old"):
             shutil.rmtree(left, ignore_errors=True)
 
+
 def check_creatable_dir(folder, flag):
     """DataError naming `flag` unless `folder` is a writable folder or could be created as one;
     creates nothing (a tool checks its output before the work and writes only at the end).

@@ -330,6 +330,19 @@ def get_preset(preset):
     return PRESETS[preset]
 
 
+def preset_option(name, flag="--preset"):
+    """`name` when it names a preset; ConfigError naming `flag` otherwise (the tools' `--preset`).
+
+    Example:
+        >>> preset_option("residual_unet_window")
+        'residual_unet_window'
+    """
+    try:
+        return get_preset(name).name
+    except ConfigError as e:
+        raise ConfigError(f"{flag}: {e}") from None
+
+
 def apply_preset(array_hu, preset):
     """Applies a preset's intensity normalisation to a HU array.
 

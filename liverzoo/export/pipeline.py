@@ -106,10 +106,9 @@ def export_model(output, *, model_path=None, model=None, input_shape=None, forma
     """
     _check_options(output, format, quantize, representative_data)
     if preset is not None:
-        from liverzoo.data.preprocess import PRESETS
+        from liverzoo.data.preprocess import preset_option
 
-        if preset not in PRESETS:
-            raise ConfigError(f"--preset={preset!r}: unknown preset; valid: {', '.join(sorted(PRESETS))}")
+        preset_option(preset)  # before the model loads: a file with an unknown preset is of no use
     keras_model, input_shape, plane = _load(model_path, model, input_shape, preset)
     if format == "saved_model":
         export_saved_model(keras_model, output, input_shape=input_shape,

@@ -310,10 +310,7 @@ def _preset(config, spec, demo):
     from liverzoo.data import preprocess
 
     if config.preset is not None:
-        try:
-            return preprocess.get_preset(config.preset).name
-        except ConfigError as e:
-            raise ConfigError(f"--preset: {e}") from None
+        return preprocess.preset_option(config.preset)
     return preprocess.window_variant(spec.preset) if demo and recipes.DEMO_FIXED_WINDOW else spec.preset
 
 
