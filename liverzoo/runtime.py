@@ -205,7 +205,9 @@ def _load_saved_model(path):
                      unknown="a SavedModel without liverzoo's metadata does not name its preprocessing")
 
 
-#: liverzoo's metadata in a SavedModel folder (`liverzoo.export.saved_model.METADATA_PATH`).
+#: liverzoo's metadata in a SavedModel folder (model, kind, preset, working plane), written by
+#: `liverzoo.export.export_saved_model`: `assets.extra/` is TF Serving's folder for files that
+#: TensorFlow does not load.
 SAVED_MODEL_METADATA = os.path.join("assets.extra", "liverzoo.json")
 
 

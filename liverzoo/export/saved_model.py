@@ -83,12 +83,6 @@ def write_archive(model, path, input_shape, batch_size):
         logger.setLevel(level)
 
 
-#: Where a SavedModel written here keeps liverzoo's metadata (model, kind, preset, working
-#: plane), read back by `liverzoo.runtime`: `assets.extra/` is TF Serving's folder for files
-#: that TensorFlow does not load.
-METADATA_PATH = SAVED_MODEL_METADATA
-
-
 def export_saved_model(model, path, *, input_shape=None, metadata=None):
     """Writes a SavedModel for TF Serving with the signature `"segment"`.
 
@@ -102,7 +96,7 @@ def export_saved_model(model, path, *, input_shape=None, metadata=None):
         path: destination folder.
         input_shape: per-example shape; defaults to the model's own (`None` dimensions
             stay free in the signature).
-        metadata: optional dict written to `METADATA_PATH` (what `liverzoo.runtime` needs to
+        metadata: optional dict written to `liverzoo.runtime.SAVED_MODEL_METADATA` (what `liverzoo.runtime` needs to
             preprocess CT for the model: `model`, `kind`, `preset`, `inplane_size`,
             `inplane_spacing`, as in a `.tflite` file's metadata).
 
@@ -117,11 +111,12 @@ def export_saved_model(model, path, *, input_shape=None, metadata=None):
 
     path = os.fspath(path)
     input_shape = check_input_shape(model, input_shape, static=False)
+
     def write(tmp):
         write_archive(model, tmp, input_shape, None)
         if metadata:
-            os.makedirs(os.path.join(tmp, os.path.dirname(METADATA_PATH)), exist_ok=True)
-            with open(os.path.join(tmp, METADATA_PATH), "w") as f:
+            os.makedirs(os.path.join(tmp, os.path.dirname(SAVED_MODEL_METADATA)), exist_ok=True)
+            with open(os.path.join(tmp, SAVED_MODEL_METADATA), "w") as f:
                 json.dump(metadata, f, indent=1, sort_keys=True)
 
     io.atomic_write_folder(path, write)
