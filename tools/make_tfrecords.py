@@ -31,7 +31,9 @@ flags.DEFINE_float("val_fraction", 0.2, "Share of cases held out for validation 
 flags.DEFINE_integer("seed", 0, "Seed of the train/validation split.")
 flags.DEFINE_enum("compression", "GZIP", ["GZIP", "none"], "Shard compression.")
 flags.DEFINE_integer("inplane_size", None, "Override the preset's in-plane size (0: keep the slices as they are).")
-flags.DEFINE_string("target_spacing", None, "Resample to this spacing first, 'x,y,z' in mm (empty entry keeps an axis).")
+flags.DEFINE_string("target_spacing", None, "Resample to this spacing first, 'x,y,z' in mm (empty entry keeps an axis; "
+                    "smoothed before an axis shrinks). With --inplane_size=0 and x = y, a run on the "
+                    "shards records x and predict draws new CT at it.")
 flags.DEFINE_bool("skip_bad", False, "Skip cases that cannot be read or fail checks, and list them at the end.")
 flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
                      "Processes preprocessing cases at once (default: the machine's cores); same files for any count.")

@@ -435,8 +435,12 @@ def prepare_volume(array_hu, spacing, preset, label=None, *, inplane_size=None, 
         inplane_size: overrides the preset's in-plane size (0 keeps the slices as they are).
         target_spacing: overrides the preset's target spacing.
         inplane_spacing: mm per pixel of the working plane (`working_plane`); overrides
-            `inplane_size` and the preset's. Slices are then smoothed before they shrink
-            (`zoom_to(antialias=True)`): every scan looks as if reconstructed at that spacing.
+            `inplane_size` and the preset's.
+
+    Resampling to a spacing (`target_spacing` or `inplane_spacing`) smooths the image before
+    an axis shrinks (`zoom_to(antialias=True)`): every scan looks as if reconstructed at that
+    spacing, and training shards written at a target spacing match what inference draws at
+    the same in-plane spacing. A plain `inplane_size` stretch is not smoothed.
 
     Returns:
         `(image float32, label uint8 or None, spacing (3,) float)` after preprocessing.
@@ -458,7 +462,7 @@ def prepare_volume(array_hu, spacing, preset, label=None, *, inplane_size=None, 
     if preset.num_slices is not None:
         shape = (shape[0], shape[1], preset.num_slices)
     new_spacing = spacing * np.asarray(image.shape) / np.asarray(shape)
-    image = apply_preset(zoom_to(image, shape, 1, antialias=bool(inplane_spacing)), preset)
+    image = apply_preset(zoom_to(image, shape, 1, antialias=bool(inplane_spacing) or target is not None), preset)
     if label is not None:
         label = zoom_to(np.asarray(label, np.uint8), shape, 0)
     return image, label, new_spacing

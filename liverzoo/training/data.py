@@ -106,8 +106,9 @@ def data_plane(config, source):
 
     The demo draws every patient at `config.inplane_spacing` mm a pixel (its scans' fields of
     view range from a 128 mm liver crop to 500 mm); with `--inplane_spacing=0` it stretches
-    every slice to the model's input size, as before. `config.json` records both, so that
-    `tools/predict.py` segments new CT on the plane the model was trained on.
+    every slice to the model's input size, as before. TFRecord shards give their manifest's
+    plane: an `--inplane_size`, or the square in-plane part of `--target_spacing`. `config.json`
+    records both, so that `tools/predict.py` segments new CT on the plane the model was trained on.
 
     Raises:
         ConfigError: `--inplane_spacing` with TFRecord shards (their plane was fixed when they
@@ -121,13 +122,25 @@ def data_plane(config, source):
             return None, None
         # The manifest's plane: its --inplane_size or the preset's; None there kept the slices (0).
         size = source.preset.get("inplane_size")
-        return (size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0), None
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            return size, None
+        return 0, _shard_inplane_spacing(source.preset)
     if config.inplane_spacing:
         return 0, float(config.inplane_spacing)
     if source.kind != "demo":
         return None, None
     height, width = config.layout.plane(config.input_shape)
     return (height if height == width else None), None
+
+
+def _shard_inplane_spacing(preset):
+    """The square in-plane spacing shards were resampled to (`make_tfrecords --target_spacing=s,s,`),
+    so that predict draws new CT on the same plane; None for shards that kept each scan's plane."""
+    target = preset.get("target_spacing") or (None, None)
+    x, y = target[0], target[1]
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x > 0 and abs(x - y) <= 1e-6 * x:
+        return float(x)
+    return None
 
 
 def prepare_data(config, source, work_dir, log=print):

@@ -9,15 +9,17 @@ PHANTOM_SHAPE = (32, 32, 10)
 PHANTOM_SPLIT = {"phantom0": "train", "phantom1": "train", "phantom2": "val"}
 
 
-def write_phantom_shards(folder, split=PHANTOM_SPLIT, shape=PHANTOM_SHAPE):
-    """Tiny synthetic CT cases written as TFRecord shards (preset "lw_hcn", slices kept)."""
+def write_phantom_shards(folder, split=PHANTOM_SPLIT, shape=PHANTOM_SHAPE, **kwargs):
+    """Tiny synthetic CT cases written as TFRecord shards (preset "lw_hcn", slices kept unless
+    `kwargs` say otherwise: `tfrecord.write_dataset`'s options)."""
     cases = []
     for k, case_id in enumerate(sorted(split)):
         hu, label = phantom.make_phantom(shape, seed=k, num_tumors=2)
         affine = np.diag([1.5, 1.5, 2.5, 1.0])
         cases.append(io.CTVolume(hu.astype(np.float32), np.array([1.5, 1.5, 2.5]), affine, label=label,
                                  case_id=case_id))
-    tfrecord.write_dataset(cases, str(folder), preset="lw_hcn", split=dict(split), inplane_size=0, num_shards=1)
+    tfrecord.write_dataset(cases, str(folder), preset="lw_hcn", split=dict(split),
+                           **{"inplane_size": 0, "num_shards": 1, **kwargs})
     return str(folder)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from liverzoo import models, training
-from liverzoo.data import demo, phantom, splits, tfrecord
+from liverzoo.data import demo, phantom, preprocess, splits, tfrecord
 from liverzoo.errors import ConfigError, DataError
 from liverzoo.training import recipes
 from liverzoo.training import data as training_data
@@ -60,6 +60,10 @@ def test_demo_data_is_drawn_at_one_in_plane_spacing(tmp_path):
         mm = np.asarray(ct.array.shape[:2]) * ct.spacing[:2] / case.image.shape[:2]
         np.testing.assert_allclose(mm, 3.0, rtol=0.02, err_msg=case.case_id)
         planes[case.case_id] = case.image.shape[:2]
+        # The pixels tools/predict.py feeds the model for this scan (smoothed before they
+        # shrink): a model trained on unsmoothed planes met other images at inference.
+        fed, _, _ = preprocess.prepare_volume(ct.array, ct.spacing, config.preset, inplane_spacing=3.0)
+        np.testing.assert_allclose(case.image, fed, atol=1e-6, err_msg=case.case_id)
     # 500, 415 and 366 x 303 mm fields of view; LiTS 117 at its estimated 1.5 mm.
     assert planes == {"slab": (167, 167), "dcmqi": (138, 138), "totalseg": (122, 101), "lits117": (64, 64)}
     # Intensities of the paper's window without its per-volume equalisation (recipes.DEMO_FIXED_WINDOW).
@@ -108,6 +112,25 @@ def test_a_run_on_tfrecord_shards_records_their_preset_and_plane(shards, tmp_pat
     checkpoint = str(tmp_path / "best.keras")  # the runtime reads the config.json beside it
     assert runtime.training_preset(checkpoint) == "lw_hcn"
     assert runtime.training_plane(checkpoint)[:2] == (0, None)
+
+
+def test_a_run_on_shards_at_a_target_spacing_records_that_plane(tmp_path):
+    """`make_tfrecords --target_spacing=3,3,` resamples every scan to 3 mm a pixel: config.json
+    must say so, or predict would feed the model each scan's own plane."""
+    from liverzoo import runtime
+
+    folder = write_phantom_shards(tmp_path / "shards", target_spacing=(3.0, 3.0, None))
+    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", data=folder,
+                                                              model_dir=str(tmp_path / "run")))
+    assert training_data.data_plane(config, source) == (0, 3.0)
+    (tmp_path / "run").mkdir()
+    training_loop._write_run_config(config, source)
+    assert runtime.training_plane(str(tmp_path / "run" / "best.keras"))[:2] == (0, 3.0)
+    # An anisotropic plane has no single spacing to draw new CT at: each scan's plane, as before.
+    folder = write_phantom_shards(tmp_path / "aniso", target_spacing=(3.0, 2.0, None))
+    config, source, _ = training.prepare(training.TrainConfig(model="residual_unet", data=folder,
+                                                              model_dir=str(tmp_path / "run2")))
+    assert training_data.data_plane(config, source) == (0, None)
 
 
 def test_nifti_folder_is_preprocessed_into_shards_with_a_held_out_case(tmp_path):
