@@ -348,6 +348,8 @@ def _is_file_name(output):
 def output_paths(cases, output, many, output_format=None):
     """{case: output path}: `output` itself for one input given a .nii[.gz] / .dcm name, else a
     folder with `CASE.nii.gz` (or `CASE.dcm` for `output_format="dicom_seg"`) per case."""
+    from liverzoo.data import io
+
     if _is_file_name(output):
         named = "dicom_seg" if str(output).lower().endswith(".dcm") else "nifti"
         if output_format is not None and output_format != named:
@@ -356,9 +358,8 @@ def output_paths(cases, output, many, output_format=None):
                               "name the file .dcm for a DICOM SEG, .nii.gz for NIfTI")
         if many:
             raise ConfigError(f"--output {output}: several inputs need an output folder, not a file")
-        folder = os.path.dirname(os.path.abspath(output))
-        if not os.path.isdir(folder):
-            raise ConfigError(f"--output {output}: folder {folder} does not exist")
+        # A missing folder is made when the mask is written (as export does), not before.
+        io.check_creatable_dir(os.path.dirname(os.path.abspath(output)), "--output")
         return {cases[0][0]: output}
     if os.path.exists(output) and not os.path.isdir(output):
         raise ConfigError(f"--output {output}: exists and is not a folder")
