@@ -1,6 +1,8 @@
 """Shared pytest set-up: quiet TF, small thread pools, paths to real CT."""
 import os
 import pathlib
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -10,6 +12,13 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # Real data lives in the repository (license notices beside the files): a clone runs every test.
 REAL_CT = REPO / "liverzoo" / "data" / "demo"
 REAL_DICOM = REPO / "tests" / "data" / "dicom"
+
+
+def run_tool(name, *args, timeout=600, **kwargs):
+    """`tools/NAME.py ARGS` in a fresh Python process, as a user runs it; output captured as text
+    (`kwargs`: `env`, `cwd`)."""
+    return subprocess.run([sys.executable, str(REPO / "tools" / f"{name}.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 @pytest.fixture(scope="session")

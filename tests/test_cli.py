@@ -1,15 +1,10 @@
 """liverzoo.cli: a bad flag is one `error:` line and exit 1; --help still works."""
-import subprocess
-import sys
-
-from tests.conftest import REPO
-
-# evaluate.py does not import TensorFlow, so these runs are quick.
-TOOL = str(REPO / "tools" / "evaluate.py")
+from tests.conftest import run_tool
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=120)
+    # evaluate.py does not import TensorFlow, so these runs are quick.
+    return run_tool("evaluate", *args, timeout=120)
 
 
 def test_bad_flag_is_one_error_line():

@@ -12,6 +12,7 @@ import pytest
 
 from liverzoo.data import dicom_seg, io
 from liverzoo.errors import DataError
+from tests.conftest import run_tool
 
 DCMQI_LIVER = "dcmqi_3slice_liver.nii.gz"
 MODEL = dict(model_name="lv_net", model_path=__file__)  # any file: its hash goes into the SEG
@@ -287,18 +288,14 @@ def test_seg_without_liver_segment_is_refused(real_dicom_dir, dcmqi_case, tmp_pa
 def test_predict_writes_a_seg_equal_to_its_nifti_mask(jpeg2000_series, tiny_model_path, tmp_path):
     """tools/predict.py on the real JPEG 2000 series: a `.dcm` output is a SEG that reads back to
     exactly the NIfTI mask predict writes for the same input, one frame per source slice position."""
-    import sys
-
     from liverzoo import runtime
 
     nifti = tmp_path / "mask.nii.gz"
     runtime.segment_files(str(tiny_model_path), jpeg2000_series, str(nifti), model="residual_unet",
                           postprocess=False, log=lambda *_: None)
     seg = tmp_path / "mask.dcm"
-    tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "predict.py")
-    result = subprocess.run([sys.executable, tool, f"--model_path={tiny_model_path}", f"--input={jpeg2000_series}",
-                             f"--output={seg}", "--model=residual_unet", "--nopostprocess"],
-                            capture_output=True, text=True, timeout=600)
+    result = run_tool("predict", f"--model_path={tiny_model_path}", f"--input={jpeg2000_series}",
+                      f"--output={seg}", "--model=residual_unet", "--nopostprocess")
     assert result.returncode == 0, result.stderr[-2000:]
     ct = io.load_volume(jpeg2000_series)
     expected = io.load_label(str(nifti), ct).label
@@ -310,10 +307,9 @@ def test_predict_writes_a_seg_equal_to_its_nifti_mask(jpeg2000_series, tiny_mode
               for f in ds.PerFrameFunctionalGroupsSequence}
     assert frames <= positions
     # The de-identified original has no UIDs to reference: refused before any work, nothing written.
-    refused = subprocess.run([sys.executable, tool, f"--model_path={tiny_model_path}",
-                              f"--input={os.path.dirname(__file__)}/dicom/totalseg_ct_series",
-                              f"--output={tmp_path / 'no.dcm'}", "--model=residual_unet"],
-                             capture_output=True, text=True, timeout=600)
+    refused = run_tool("predict", f"--model_path={tiny_model_path}",
+                       f"--input={os.path.dirname(__file__)}/dicom/totalseg_ct_series",
+                       f"--output={tmp_path / 'no.dcm'}", "--model=residual_unet")
     assert refused.returncode != 0 and "InstanceUID is empty" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "no.dcm").exists()
 

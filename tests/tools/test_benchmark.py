@@ -6,21 +6,18 @@ given, and that docs/benchmarks.md is a complete `all` report with its charts be
 """
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from liverzoo.benchmarks import REPORT_SECTIONS, SECTIONS, charts, replace_section
-from tests.conftest import REPO
+from tests.conftest import REPO, run_tool
 
 REPORT = os.path.join(REPO, "docs", "benchmarks.md")
 
 
 def test_unknown_section_is_one_error_line():
-    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "speed"],
-                            capture_output=True, text=True, timeout=300)
+    result = run_tool("benchmark", "speed", timeout=300)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -32,8 +29,7 @@ def test_gpu_section_refuses_without_a_gpu(tmp_path):
     report.write_text("# report\n\n## GPU\n\nold\n")
     # CUDA_VISIBLE_DEVICES="" hides any GPU, so this holds on a GPU machine too.
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "gpu", f"--output={report}"],
-                            capture_output=True, text=True, timeout=300, env=env)
+    result = run_tool("benchmark", "gpu", f"--output={report}", timeout=300, env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty); "

@@ -2,8 +2,6 @@
 import csv
 import json
 import re
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -14,7 +12,7 @@ from scipy import ndimage
 from liverzoo import evaluation, metrics
 from liverzoo.errors import DataError
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_tool
 
 AFFINE = np.diag([0.8, 0.9, 2.5, 1.0])
 
@@ -97,8 +95,7 @@ def test_worst_slices_orders_by_errors():
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "tools" / "evaluate.py"), *args],
-                          capture_output=True, text=True, cwd=REPO)
+    return run_tool("evaluate", *args, cwd=REPO)
 
 
 def _shape(pred_dir, ref_dir):

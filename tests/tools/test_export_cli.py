@@ -2,20 +2,18 @@
 the user's TFRecord shards (verified in LiteRT), and one error line for bad flags."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from liverzoo import lite
-from tests.conftest import REPO
+from tests.conftest import REPO, run_tool
 
 EXPORT = os.path.join(REPO, "tools", "export.py")
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, EXPORT, *args], capture_output=True, text=True, timeout=600)
+def _run(*args, **kwargs):
+    return run_tool("export", *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +71,7 @@ BAD_FLAGS = [
 
 @pytest.mark.parametrize("args, message", BAD_FLAGS, ids=[m for _, m in BAD_FLAGS])
 def test_bad_flags_give_one_error_line(args, message, tmp_path):
-    result = subprocess.run([sys.executable, EXPORT, *args], capture_output=True, text=True, cwd=tmp_path,
-                            timeout=300)
+    result = _run(*args, cwd=tmp_path, timeout=300)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr

@@ -4,7 +4,6 @@ The loaders and the file handling it calls are tested in tests/test_runtime.py."
 import importlib
 import re
 import shutil
-import subprocess
 import sys
 
 import nibabel as nib
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from liverzoo.errors import ConfigError, DataError
-from tests.conftest import REPO
+from tests.conftest import REPO, run_tool
 
 CT = "totalseg_example_ct_sm.nii.gz"  # real CT, 122x101x30, 3 mm
 
@@ -28,8 +27,7 @@ def predict_tool():
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "tools" / "predict.py"), *args],
-                          capture_output=True, text=True, cwd=REPO)
+    return run_tool("predict", *args, cwd=REPO)
 
 
 def error_lines(result):

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.conftest import run_tool
 from tests.training.helpers import write_phantom_shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,8 +19,7 @@ TRAIN = os.path.join(REPO, "tools", "train.py")
 def _run(args, **kwargs):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)
-    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True, env=env, timeout=300,
-                          **kwargs)
+    return run_tool("train", *args, env=env, timeout=300, **kwargs)
 
 
 # Each case is a fresh process (~3-8 s); the option checks themselves are tested in-process

@@ -56,13 +56,11 @@ def test_crossval_cli_passes_recipe_flags_on(flag, message, tmp_path):
     """tools/crossval.py hands --learning_rate and --preset to the trainer's checks: a bad value is
     one error line, a non-zero exit and no run folder."""
     import os
-    import subprocess
-    import sys
 
-    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools",
-                        "crossval.py")
-    result = subprocess.run([sys.executable, tool, "--model=residual_unet", flag, f"--model_dir={tmp_path / 'cv'}"],
-                            capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    from tests.conftest import run_tool
+
+    result = run_tool("crossval", "--model=residual_unet", flag, f"--model_dir={tmp_path / 'cv'}", timeout=300,
+                      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode != 0 and len(errors) == 1 and errors[0].startswith(message), result.stderr
     assert "Traceback" not in result.stderr
