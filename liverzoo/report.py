@@ -26,7 +26,11 @@ _MEASURES = (("dice_per_case", "Dice per case", "dice", ""), ("voe", "VOE", "voe
              ("rvd", "RVD", "rvd", ""), ("assd", "ASSD", "assd", " mm"), ("mssd", "MSSD", "mssd", " mm"))
 
 
-def format_mean(value, cases, total, unit=""):
+def _cases(n):
+    return f"{n} case" if n == 1 else f"{n} cases"
+
+
+def format_mean(value, cases, total, unit="", penalized=0):
     """A mean with the number of cases it is over, e.g. "4.591 mm over 1 of 3 cases; undefined for 2".
 
     Args:
@@ -34,6 +38,9 @@ def format_mean(value, cases, total, unit=""):
         cases: cases it was taken over.
         total: cases evaluated.
         unit: appended to the value.
+        penalized: cases left out because LiTS gives them its 9001 placeholder (one mask
+            empty: every tumor missed, or tumor marked in a case without one), said apart
+            from the undefined ones so that a model that misses every tumor is not hidden.
 
     Returns:
         str ("undefined for all N cases" when `value` is None).
@@ -41,11 +48,27 @@ def format_mean(value, cases, total, unit=""):
     Example:
         >>> format_mean(0.9, 3, 3)
         '0.900'
+        >>> format_mean(None, 0, 1, penalized=1)
+        'no mean: LiTS penalty 9001 for 1 case (one mask empty)'
     """
+    undefined = total - cases - penalized
+    left_out = ([f"LiTS penalty 9001 for {_cases(penalized)} (one mask empty)"] if penalized else []) + (
+        [f"undefined for {undefined}"] if undefined else [])
     if value is None:
-        return f"undefined for all {total} cases"
+        return f"undefined for all {_cases(total)}" if not penalized else "no mean: " + "; ".join(left_out)
     text = f"{value:.3f}{unit}"
-    return text if cases == total else f"{text} over {cases} of {total} cases; undefined for {total - cases}"
+    return text if cases == total else f"{text} over {cases} of {_cases(total)}; " + "; ".join(left_out)
+
+
+def _case_assd(row):
+    pred, ref = row["tumor_pred_voxels"], row["tumor_ref_voxels"]
+    if pred and ref:
+        return _num(row["tumor_assd"])
+    return "9001 (one mask empty)" if pred or ref else "undefined"
+
+
+def _penalized(block, measure):
+    return block.get(f"{measure}_penalized_cases", 0)
 
 
 def _num(value, digits=3):
@@ -77,7 +100,7 @@ def summary_lines(summary):
     lines = [f"{total} cases evaluated, {len(summary['skipped'])} skipped"]
     for structure in ("liver", "tumor"):
         block = summary[structure]
-        parts = [f"{name} {format_mean(block[key], block[f'{counted}_cases'], total, unit)}"
+        parts = [f"{name} {format_mean(block[key], block[f'{counted}_cases'], total, unit, _penalized(block, counted))}"
                  for key, name, counted, unit in _MEASURES]
         parts.insert(1, f"Dice global {_num(block['dice_global'])}")
         lines.append(f"{structure}: " + ", ".join(parts))
@@ -203,9 +226,11 @@ def _table(header, body, caption):
 def _tables(summary, rows):
     total = summary["num_cases"]
     structures = _table(["", "Dice global"] + [name for _, name, _, _ in _MEASURES], [
-        [s, _num(summary[s]["dice_global"])] + [format_mean(summary[s][k], summary[s][f"{c}_cases"], total, u)
+        [s, _num(summary[s]["dice_global"])] + [format_mean(summary[s][k], summary[s][f"{c}_cases"], total, u,
+                                                            _penalized(summary[s], c))
                                                 for k, _, c, u in _MEASURES] for s in ("liver", "tumor")],
-        f"Segmentation, {total} cases (undefined values are left out of the means and counted)")
+        f"Segmentation, {total} cases (undefined values and LiTS 9001 penalties are left out of the means "
+        "and counted)")
     parts = [structures]
     lesions = summary.get("lesions")
     if lesions:
@@ -222,7 +247,7 @@ def _tables(summary, rows):
     parts.append(_table(
         ["case", "liver Dice", "tumor Dice", "tumor ASSD (mm)", "ref lesions", "pred lesions", "TP", "FP", "FN"],
         [[r["case"], _num(r["liver_dice"]), _num(r["tumor_dice"]),
-          _num(r["tumor_assd"]) if r["tumor_pred_voxels"] and r["tumor_ref_voxels"] else "undefined",
+          _case_assd(r),
           r["lesions_num_reference"], r["lesions_num_predicted"], r["lesions_tp"], r["lesions_fp"], r["lesions_fn"]]
          for r in rows], "Per case"))
     return parts

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -50,6 +51,8 @@ class Segmenter:
         num_classes: classes the file's metadata declares, or None.
         model: the `keras.Model`, `liverzoo.lite.LiteModel` or loaded SavedModel.
         unknown: why the preprocessing is unknown (for the error), None when it is known.
+        zoo_defaults: a `.keras` file without its run's config.json, segmented with the zoo
+            model's preprocessing because nothing else names one.
     """
 
     path: str
@@ -65,8 +68,9 @@ class Segmenter:
     num_classes: int = None
     model: object = None
     unknown: str = None
+    zoo_defaults: bool = False
 
-    def require_preprocessing(self, hint="pass --model"):
+    def require_preprocessing(self, hint="pass --model (model= in Python)"):
         """`self`, or ConfigError naming the file when its kind or preset is unknown."""
         if self.kind is None or self.preset is None:
             raise ConfigError(f"{self.path}: {self.unknown}; {hint}")
@@ -86,7 +90,7 @@ class Segmenter:
 
 
 def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=None, inplane_spacing=None,
-                   num_threads=2):
+                   num_threads=2, warn=True):
     """Loads a `.keras` file, a SavedModel folder or a `.tflite` file for segmentation.
 
     Args:
@@ -100,6 +104,9 @@ def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=Non
         inplane_spacing: working plane's mm per pixel, overriding the training run's (and
             any size).
         num_threads: LiteRT CPU threads for a `.tflite` file.
+        warn: `warnings.warn` when a `.keras` file has no run config.json beside it and no
+            preprocessing is given: it is then segmented with the zoo model's defaults, which
+            differ from the demo's (`Segmenter.zoo_defaults` says so either way).
 
     Returns:
         A `Segmenter` (its `preset` is None when nothing names it; `segment` then refuses).
@@ -142,6 +149,14 @@ def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=Non
     segmenter.preset = preset or segmenter.preset
     if inplane_size is not None or inplane_spacing is not None:
         segmenter.inplane_size, segmenter.inplane_spacing, segmenter.run_config = inplane_size, inplane_spacing, None
+    given = preset is not None or inplane_size is not None or inplane_spacing is not None
+    segmenter.zoo_defaults = (segmenter.format == "keras" and not given and segmenter.run_config is None
+                              and _run_config(path, "preset")[1] is None)
+    if segmenter.zoo_defaults and warn:
+        warnings.warn(f"no config.json beside {path}: segmenting with the zoo model's defaults (preset "
+                      f"{segmenter.preset}); if it was trained otherwise (the demo: preset='residual_unet_window', "
+                      "inplane_spacing=3), pass them or keep the checkpoint beside its run's config.json",
+                      stacklevel=2)
     return segmenter
 
 
@@ -441,8 +456,7 @@ def _preprocessing_line(segmenter, model_path, preset, inplane_size, inplane_spa
     line = f"preprocessing: preset {segmenter.preset}, {plane}"
     if segmenter.run_config is not None:
         return f"{line} (the training run's: {segmenter.run_config})"
-    given = preset is not None or inplane_size is not None or inplane_spacing is not None
-    if segmenter.format == "keras" and not given and _run_config(model_path, "preset")[1] is None:
+    if segmenter.zoo_defaults:
         return (f"{line}; warning: no config.json beside {model_path}, so these are the zoo model's defaults; "
                 "if it was trained otherwise (the demo: --preset=residual_unet_window --inplane_spacing=3), "
                 "pass --preset and --inplane_spacing or keep the checkpoint beside its run's config.json")
@@ -510,7 +524,7 @@ def segment_files(model_path, input_path, output, *, model=None, preset=None, sa
 
         preset_option(preset)
     segmenter = load_segmenter(model_path, model, preset=preset, inplane_size=inplane_size,
-                               inplane_spacing=inplane_spacing, num_threads=num_threads)
+                               inplane_spacing=inplane_spacing, num_threads=num_threads, warn=False)
     segmenter.require_preprocessing()
     log(_preprocessing_line(segmenter, model_path, preset, inplane_size, inplane_spacing))
     if not _is_file_name(output):

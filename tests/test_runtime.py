@@ -210,6 +210,26 @@ def test_exported_savedmodel_carries_the_runs_preprocessing(run_checkpoint, ct_v
     assert not (tmp_path / "sm2").exists()
 
 
+def test_load_segmenter_warns_python_users_of_the_zoo_defaults(run_checkpoint, tmp_path):
+    """The Python path (`load_segmenter(...).segment(ct)`) fell back silently where predict
+    printed a warning; predict itself gets its one line, not a second Python warning."""
+    import shutil
+    import warnings
+
+    _, checkpoint = run_checkpoint
+    shutil.copy(checkpoint, tmp_path / "copy.keras")
+    with pytest.warns(UserWarning, match=f"no config.json beside {tmp_path / 'copy.keras'}: segmenting with the zoo "
+                                         "model's defaults"):
+        assert runtime.load_segmenter(str(tmp_path / "copy.keras")).zoo_defaults
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for segmenter in (runtime.load_segmenter(str(checkpoint)),  # beside its config.json
+                          runtime.load_segmenter(str(tmp_path / "copy.keras"), preset="residual_unet_window",
+                                                 inplane_spacing=6.0),
+                          runtime.load_segmenter(str(tmp_path / "copy.keras"), warn=False)):
+            assert segmenter.zoo_defaults == (segmenter.preset == "residual_unet")
+
+
 def test_checkpoint_away_from_its_run_config_is_named_in_a_warning(run_checkpoint, ct_volume, real_ct_dir, tmp_path):
     """Copied without config.json, a demo-style checkpoint is segmented with the zoo model's
     defaults; predict says so (it used to be silent) and --preset / --inplane_spacing restore

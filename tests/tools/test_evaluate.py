@@ -241,8 +241,10 @@ def test_summary_never_averages_placeholders_and_writes_lesions(tmp_path):
     assert tumor["assd"] == pytest.approx(mp.assd(pred_a, ref_a, voxelspacing=(0.8, 0.9, 2.5)), abs=1e-6)
     assert (tumor["assd_cases"], tumor["assd_undefined_cases"], tumor["assd_penalized_cases"]) == (1, 2, 1)
     assert (tumor["rvd_cases"], tumor["rvd_undefined_cases"]) == (1, 2)
-    assert f"ASSD {tumor['assd']:.3f} mm over 1 of 3 cases; undefined for 2" in result.stdout
-    assert "9001" not in result.stdout and "4500" not in result.stdout
+    # Case b's tumor marked where the reference has none is said apart from case c's nothing to measure.
+    assert (f"ASSD {tumor['assd']:.3f} mm over 1 of 3 cases; LiTS penalty 9001 for 1 case (one mask empty); "
+            "undefined for 1") in result.stdout
+    assert "4500" not in result.stdout and "3001" not in result.stdout  # 9001 never averaged in
     # Case a: lesion 1 found (IoU 12/20 > 0.5), lesion 2 missed; case b: one false positive.
     lesions = summary["lesions"]
     assert (lesions["tp"], lesions["fp"], lesions["fn"]) == (1, 1, 1)
