@@ -20,7 +20,8 @@ cli.quiet_tensorflow()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Smaller sizes and fewer repeats (a smoke run, not for the README).")
-flags.DEFINE_string("output", "docs/benchmarks.md", "Where `all` writes the report (charts go beside it).")
+flags.DEFINE_string("output", "docs/benchmarks.md", "Where `all` writes the report (charts go beside it); "
+                    "with --quick only when given.")
 
 
 def _charts(data, folder, machine):
@@ -60,6 +61,10 @@ def main(argv):
     if argv[1] in REPORT_SECTIONS and not FLAGS.quick:
         _write_report(replace_section(_old_report(), REPORT_SECTIONS[argv[1]], text))
     if argv[1] != "all":
+        return
+    if FLAGS.quick and not FLAGS["output"].present:
+        # A smoke run must not replace the committed report and its charts.
+        print(f"--quick: {FLAGS.output} not written (pass --output to write the smoke report)", file=sys.stderr)
         return
     machine = machine_line()
     folder = os.path.dirname(FLAGS.output) or "."

@@ -78,3 +78,36 @@ def test_committed_report_is_a_complete_all_run():
     assert sorted(images) == ["latency_keras_vs_litert.png", "params_vs_papers.png"]
     for image in images:
         assert _png(os.path.join(REPO, "docs", image)).shape[:2] == (528, 990)
+
+
+def test_quick_lesion_benchmark_finishes_and_a_full_phantom_is_refused():
+    """`benchmark.py lesions --quick` hung: random placement could not fit its 12 lesions."""
+    from liverzoo.benchmarks import lesions as lesion_benchmark
+    from liverzoo.errors import ConfigError
+
+    text = lesion_benchmark.run(quick=True)
+    assert "| 256x256x150 | 10 |" in text, text
+    with pytest.raises(ConfigError, match=r"no room for 40 lesions 46 voxels apart in \(256, 256, 150\)"):
+        lesion_benchmark.phantom(shape=(256, 256, 150), num_lesions=40)
+
+
+def test_a_quick_all_run_keeps_the_report(tmp_path, monkeypatch):
+    """`benchmark.py all --quick` (a smoke run) replaced docs/benchmarks.md and its charts."""
+    import importlib
+    import sys
+
+    import liverzoo.benchmarks
+
+    monkeypatch.syspath_prepend(os.path.join(REPO, "tools"))
+    tool = importlib.import_module("benchmark")
+    monkeypatch.setattr(liverzoo.benchmarks, "SECTIONS", ("lesions",))  # the cheapest section stands in
+    monkeypatch.chdir(tmp_path)
+    try:
+        tool.main(tool.FLAGS(["benchmark.py", "all", "--quick"]))
+        assert not (tmp_path / "docs").exists()  # the default docs/benchmarks.md, relative to here
+        tool.FLAGS.unparse_flags()
+        tool.main(tool.FLAGS(["benchmark.py", "all", "--quick", f"--output={tmp_path / 'smoke.md'}"]))
+        assert "--quick (smoke sizes)" in (tmp_path / "smoke.md").read_text()
+    finally:
+        tool.FLAGS.unparse_flags()
+        sys.modules.pop("benchmark", None)
