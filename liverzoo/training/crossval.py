@@ -58,13 +58,22 @@ def leave_one_patient_out(config, *, patients=None, log=print):
 
     if config.data is not None:
         raise ConfigError(f"--data={config.data}: cross-validation runs on the embedded demo patients (no --data)")
+    from liverzoo.training.config import resolve
+
     parent = config.model_dir or os.path.join("runs", f"crossval_{config.model}")
+    if patients is not None and not (patients and all(patients)):
+        # An empty --patients ran every fold (an hour at 6 x 180 steps) instead of none.
+        raise ConfigError(f"--patients={','.join(patients)}: an empty patient name; leave the flag out for every "
+                          f"whole-abdomen patient ({', '.join(demo.FULL_FIELD_OF_VIEW)})")
     unknown = sorted(set(patients or ()) - set(demo.FULL_FIELD_OF_VIEW))
     if unknown:
         raise ConfigError(f"--patients: {', '.join(unknown)} is not a whole-abdomen demo patient "
                           f"({', '.join(demo.FULL_FIELD_OF_VIEW)})")
+    folds = patient_folds(config.seed)
+    # Every flag is checked before the first fold says it is training.
+    resolve(dataclasses.replace(config, model_dir=parent, num_folds=len(folds[0][2]), fold=0))
     rows = []
-    for fold, held, split in patient_folds(config.seed):
+    for fold, held, split in folds:
         if patients and held not in patients:
             continue
         if held not in demo.FULL_FIELD_OF_VIEW:

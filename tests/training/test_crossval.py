@@ -33,6 +33,25 @@ def test_unknown_held_out_patient_is_refused():
         crossval.leave_one_patient_out(training.TrainConfig(model="residual_unet"), patients=["lits117"])
 
 
+def test_an_empty_patient_list_is_refused():
+    """`--patients=` gave an empty list, which ran every fold instead of an error."""
+    for patients in ([], [""]):
+        with pytest.raises(ConfigError, match="--patients=: an empty patient name; leave the flag out"):
+            crossval.leave_one_patient_out(training.TrainConfig(model="residual_unet"), patients=patients)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(preset="bogus"), "--preset: unknown preset 'bogus'"),
+    (dict(model_kwargs={"foo": 1}), "--model_kwargs: residual_unet has no argument foo"),
+])
+def test_bad_flags_are_refused_before_the_first_fold(flags, message, tmp_path):
+    lines = []
+    with pytest.raises(ConfigError, match=message):
+        crossval.leave_one_patient_out(training.TrainConfig(model="residual_unet", model_dir=str(tmp_path / "cv"),
+                                                            **flags), log=lines.append)
+    assert lines == [] and not (tmp_path / "cv").exists()  # no "fold 0: training on ..." first
+
+
 def test_leave_one_patient_out_end_to_end(tmp_path):
     lines = []
     result = crossval.leave_one_patient_out(
