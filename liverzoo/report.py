@@ -97,7 +97,7 @@ def summary_lines(summary):
         list of str.
     """
     total = summary["num_cases"]
-    lines = [f"{total} cases evaluated, {len(summary['skipped'])} skipped"]
+    lines = [f"{_cases(total)} evaluated, {len(summary['skipped'])} skipped"]
     for structure in ("liver", "tumor"):
         block = summary[structure]
         parts = [f"{name} {format_mean(block[key], block[f'{counted}_cases'], total, unit, _penalized(block, counted))}"
