@@ -344,7 +344,8 @@ def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case, dicom
         image = None
         if image_dir:
             if case not in images:
-                raise DataError(f"case {case}: no CT image in {image_dir} for the overlay")
+                raise DataError(f"case {case}: no CT image {case}.nii[.gz] in {image_dir} for the overlay "
+                                "(--image_dir takes NIfTI files named like the cases)")
             image, _ = _load_canonical(images[case], labels=False)
             if image.shape != ref.shape:
                 raise DataError(f"case {case}: CT shape {image.shape} differs from reference shape {ref.shape}")
