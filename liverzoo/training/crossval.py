@@ -54,12 +54,11 @@ def leave_one_patient_out(config, *, patients=None, log=print):
         ConfigError: `config.data` is set (the folds are over the embedded patients).
     """
     from liverzoo.data import demo
+    from liverzoo.training.config import resolve
     from liverzoo.training.loop import train
 
     if config.data is not None:
         raise ConfigError(f"--data={config.data}: cross-validation runs on the embedded demo patients (no --data)")
-    from liverzoo.training.config import resolve
-
     parent = config.model_dir or os.path.join("runs", f"crossval_{config.model}")
     if patients is not None and not (patients and all(patients)):
         # An empty --patients ran every fold (an hour at 6 x 180 steps) instead of none.
