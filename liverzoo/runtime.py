@@ -153,11 +153,16 @@ def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=Non
     segmenter.zoo_defaults = (segmenter.format == "keras" and not given and segmenter.run_config is None
                               and _run_config(path, "preset")[1] is None)
     if segmenter.zoo_defaults and warn:
-        warnings.warn(f"no config.json beside {path}: segmenting with the zoo model's defaults (preset "
-                      f"{segmenter.preset}); if it was trained otherwise (the demo: preset='residual_unet_window', "
-                      "inplane_spacing=3), pass them or keep the checkpoint beside its run's config.json",
-                      stacklevel=2)
+        warnings.warn(f"preset {segmenter.preset}: {_zoo_defaults_warning(path, cli=False)}", stacklevel=2)
     return segmenter
+
+
+def _zoo_defaults_warning(path, cli):
+    """What a `.keras` file away from its run's config.json is segmented with, and what to do."""
+    demo, give = (("--preset=residual_unet_window --inplane_spacing=3", "pass --preset and --inplane_spacing") if cli
+                  else ("preset='residual_unet_window', inplane_spacing=3", "pass preset= and inplane_spacing="))
+    return (f"no config.json beside {path}, so these are the zoo model's defaults; if it was trained otherwise "
+            f"(the demo: {demo}), {give} or keep the checkpoint beside its run's config.json")
 
 
 def zoo_spec(name):
@@ -438,7 +443,7 @@ class Progress:
         print(("\r" + line + "\033[K") if self.tty else line, file=sys.stderr, flush=True)
 
 
-def _preprocessing_line(segmenter, model_path, preset, inplane_size, inplane_spacing):
+def _preprocessing_line(segmenter, model_path):
     """Says how new CT is drawn for the model and where that came from: a checkpoint copied
     away from its run's config.json is segmented with the zoo model's defaults, which differ
     from the demo's (its fixed-window preset, 3 mm planes), so that case gets a warning."""
@@ -457,9 +462,7 @@ def _preprocessing_line(segmenter, model_path, preset, inplane_size, inplane_spa
     if segmenter.run_config is not None:
         return f"{line} (the training run's: {segmenter.run_config})"
     if segmenter.zoo_defaults:
-        return (f"{line}; warning: no config.json beside {model_path}, so these are the zoo model's defaults; "
-                "if it was trained otherwise (the demo: --preset=residual_unet_window --inplane_spacing=3), "
-                "pass --preset and --inplane_spacing or keep the checkpoint beside its run's config.json")
+        return f"{line}; warning: {_zoo_defaults_warning(model_path, cli=True)}"
     return line
 
 
@@ -526,7 +529,7 @@ def segment_files(model_path, input_path, output, *, model=None, preset=None, sa
     segmenter = load_segmenter(model_path, model, preset=preset, inplane_size=inplane_size,
                                inplane_spacing=inplane_spacing, num_threads=num_threads, warn=False)
     segmenter.require_preprocessing()
-    log(_preprocessing_line(segmenter, model_path, preset, inplane_size, inplane_spacing))
+    log(_preprocessing_line(segmenter, model_path))
     if not _is_file_name(output):
         io.check_creatable_dir(output, "--output")  # made when the first mask is written, not before
     progress, skipped = Progress(len(cases)), []

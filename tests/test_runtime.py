@@ -218,8 +218,8 @@ def test_load_segmenter_warns_python_users_of_the_zoo_defaults(run_checkpoint, t
 
     _, checkpoint = run_checkpoint
     shutil.copy(checkpoint, tmp_path / "copy.keras")
-    with pytest.warns(UserWarning, match=f"no config.json beside {tmp_path / 'copy.keras'}: segmenting with the zoo "
-                                         "model's defaults"):
+    with pytest.warns(UserWarning, match=f"preset residual_unet: no config.json beside {tmp_path / 'copy.keras'}, so "
+                                         "these are the zoo model's defaults; .* pass preset= and inplane_spacing="):
         assert runtime.load_segmenter(str(tmp_path / "copy.keras")).zoo_defaults
     with warnings.catch_warnings():
         warnings.simplefilter("error")
