@@ -14,11 +14,16 @@ REAL_CT = REPO / "liverzoo" / "data" / "demo"
 REAL_DICOM = REPO / "tests" / "data" / "dicom"
 
 
-def run_tool(name, *args, timeout=600, **kwargs):
+def run_tool(name, *args, timeout=600, setup=None, **kwargs):
     """`tools/NAME.py ARGS` in a fresh Python process, as a user runs it; output captured as text
-    (`kwargs`: `env`, `cwd`)."""
-    return subprocess.run([sys.executable, str(REPO / "tools" / f"{name}.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+    (`kwargs`: `env`, `cwd`). `setup`: Python statements run in that process before the tool,
+    e.g. to make an import fail as where an extra is not installed."""
+    tool = str(REPO / "tools" / f"{name}.py")
+    command = [sys.executable, tool]
+    if setup:
+        command = [sys.executable, "-c", f"{setup}\nimport runpy, sys\nsys.argv = sys.argv[1:]\n"
+                   f"sys.path.insert(0, {str(REPO / 'tools')!r})\nrunpy.run_path(sys.argv[0], run_name='__main__')", tool]
+    return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ given, and that docs/benchmarks.md is a complete `all` report with its charts be
 """
 import os
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -96,16 +95,9 @@ def test_a_quick_all_run_keeps_the_report(tmp_path):
     """`benchmark.py all --quick` (a smoke run) replaced docs/benchmarks.md and its charts.
     The tool runs in its own process (its absl flags would clash with the other tools' in this
     one), with the cheapest section standing in for the `all` sections."""
-    import sys
-
-    tool = os.path.join(REPO, "tools", "benchmark.py")
-    code = ("import runpy, sys; import liverzoo.benchmarks as b; b.SECTIONS = ('lesions',); "
-            f"sys.path.insert(0, {os.path.dirname(tool)!r}); sys.argv = ['benchmark.py'] + sys.argv[1:]; "
-            f"runpy.run_path({tool!r}, run_name='__main__')")
-
     def run(*args):
-        result = subprocess.run([sys.executable, "-c", code, "all", "--quick", *args], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=300)
+        result = run_tool("benchmark", "all", "--quick", *args, cwd=tmp_path, timeout=300,
+                          setup="import liverzoo.benchmarks; liverzoo.benchmarks.SECTIONS = ('lesions',)")
         assert result.returncode == 0, result.stderr[-2000:]
         return result
 

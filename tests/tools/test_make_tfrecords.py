@@ -2,28 +2,21 @@
 and bad input ending in one `error:` line, exit 1, no traceback, nothing left behind."""
 import json
 import os
-import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
 from liverzoo.data.phantom import save_phantom
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from tests import conftest
+from tests.conftest import REPO
 # TensorFlow's C++ start-up lines are not ours; everything else on stderr is.
 TF_LOG = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d:\d\d)")
 
 
 def run_tool(*flags, without_beam=False):
     """Runs the tool; `without_beam` makes `import apache_beam` fail, as where the extra is not installed."""
-    command = [sys.executable, str(REPO / "tools" / "make_tfrecords.py"), *flags]
-    if without_beam:
-        command[1:2] = ["-c", "import runpy, sys; sys.modules['apache_beam'] = None; sys.argv = sys.argv[1:]; "
-                        f"sys.path.insert(0, {str(REPO / 'tools')!r}); "
-                        "runpy.run_path(sys.argv[0], run_name='__main__')", str(REPO / "tools" / "make_tfrecords.py")]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = conftest.run_tool("make_tfrecords", *flags, cwd=REPO, timeout=300,
+                               setup="import sys; sys.modules['apache_beam'] = None" if without_beam else None)
     stderr = [line for line in result.stderr.splitlines() if line.strip() and not TF_LOG.match(line)]
     return result, stderr
 
