@@ -132,6 +132,7 @@ def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=Non
     else:
         raise ConfigError(f"{path}: unknown model format; expected a .keras file, a SavedModel folder "
                           "or a .tflite file")
+    recorded_preset = segmenter.preset  # a .keras file's: its run's config.json's, read by _load_keras
     spec = None
     if model is not None and (segmenter.kind is None or segmenter.preset is None or segmenter.format != "tflite"):
         spec = zoo_spec(model)  # imports TensorFlow: a complete .tflite file skips it
@@ -151,7 +152,7 @@ def load_segmenter(path, model=None, *, kind=None, preset=None, inplane_size=Non
         segmenter.inplane_size, segmenter.inplane_spacing, segmenter.run_config = inplane_size, inplane_spacing, None
     given = preset is not None or inplane_size is not None or inplane_spacing is not None
     segmenter.zoo_defaults = (segmenter.format == "keras" and not given and segmenter.run_config is None
-                              and _run_config(path, "preset")[1] is None)
+                              and recorded_preset is None)
     if segmenter.zoo_defaults and warn:
         warnings.warn(f"preset {segmenter.preset}: {_zoo_defaults_warning(path, cli=False)}", stacklevel=2)
     return segmenter
