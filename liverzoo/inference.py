@@ -332,6 +332,7 @@ def segment(
     inplane_size=None,
     inplane_spacing=None,
     postprocess=True,
+    opening_mm=None,
     return_probabilities=False,
     streaming=True,
     as_file=False,
@@ -354,8 +355,10 @@ def segment(
         inplane_spacing: mm per pixel of the working plane instead of a fixed size, as the
             model was trained (`liverzoo.data.preprocess.working_plane`; a plane smaller than
             the model's input is padded with air).
-        postprocess: apply `liverzoo.postprocess.postprocess` (largest liver component,
-            holes filled, tumor inside the liver).
+        postprocess: apply `liverzoo.postprocess.postprocess` (an opening that cuts thin
+            bridges, largest liver component, holes filled, tumor inside the liver).
+        opening_mm: radius of that opening (None: `liverzoo.postprocess.OPENING_MM`, 10 mm;
+            0: none).
         return_probabilities: also return `(X, Y, Z, C)` float32 probabilities (whole-volume
             path).
         streaming: predict slab by slab (`liverzoo.streaming.segment_slabs`: no whole-volume
@@ -378,7 +381,7 @@ def segment(
         >>> mask = segment(model, load_volume("ct.nii.gz"), model_name="residual_unet")  # doctest: +SKIP
     """
     from liverzoo.data.preprocess import air_value, prepare_volume
-    from liverzoo.postprocess import postprocess as clean
+    from liverzoo.postprocess import OPENING_MM, postprocess as clean
 
     if spec is None and model_name is not None:
         from liverzoo.models import SPECS
@@ -395,7 +398,7 @@ def segment(
         source = ct if isinstance(ct, slabs.NiftiSlabs) else slabs.MemorySlabs(ct)
         return slabs.segment_slabs(predict_fn, source, layout=layout, preset=preset, input_shape=input_shape,
                                    inplane_size=inplane_size, inplane_spacing=inplane_spacing,
-                                   postprocess=postprocess, as_file=as_file,
+                                   postprocess=postprocess, opening_mm=opening_mm, as_file=as_file,
                                    **predict_kwargs)
     if isinstance(ct, slabs.NiftiSlabs):
         from liverzoo.data import io
@@ -412,7 +415,7 @@ def segment(
     labels = probabilities_to_grid(probs, ct.array.shape, out=full)
     del probs  # the score buffer is not needed by post-processing
     if postprocess:
-        labels = clean(labels)
+        labels = clean(labels, opening_mm=OPENING_MM if opening_mm is None else opening_mm, spacing=ct.spacing)
     if as_file:
         from liverzoo.maskfile import MaskFile
 

@@ -158,9 +158,11 @@ def test_segment_on_raw_hu_equals_manual_pipeline(phantom):
     probs_24 = inference.predict_volume(pointwise_fn, image, kind="2d", input_shape=(None, None, 3))
     np.testing.assert_array_equal(small, inference.probabilities_to_grid(probs_24, hu.shape))
     assert np.mean(small == same) > 0.8
-    from liverzoo.postprocess import postprocess
+    from liverzoo.postprocess import OPENING_MM, postprocess
 
-    np.testing.assert_array_equal(labels, postprocess(probs.argmax(-1)))
+    np.testing.assert_array_equal(labels, postprocess(probs.argmax(-1), opening_mm=OPENING_MM, spacing=ct.spacing))
+    no_opening = inference.segment(pointwise_fn, ct, inplane_size=24, opening_mm=0, **kwargs)
+    np.testing.assert_array_equal(no_opening, postprocess(probs.argmax(-1)))
 
 
 def test_segment_needs_kind_and_preset(volume):

@@ -170,3 +170,94 @@ def test_slabs_join_diagonal_neighbours_across_slab_faces():
         postprocess_slabs(masks, slab=1)
         np.testing.assert_array_equal(np.asarray(masks), reference_postprocess(mask))
     assert np.asarray(reference_postprocess(mask))[:, :, 5].sum() == 1
+
+
+# --- the opening (opening_mm) --------------------------------------------------------------
+
+
+def ball(radius, spacing):
+    """Voxel offsets within `radius` mm (a closed ball), as a SciPy structuring element."""
+    reach = [int(radius // s) for s in spacing]
+    grid = np.mgrid[tuple(slice(-k, k + 1) for k in reach)]
+    return sum((g * s) ** 2 for g, s in zip(grid, spacing)) <= radius**2
+
+
+def reference_opening(mask, radius, spacing):
+    """Erode the organ by a ball (outside the array counts as organ), keep the largest eroded
+    26-component, keep the organ within the ball of it: SciPy's binary morphology on the whole array."""
+    from scipy import ndimage
+
+    organ = mask >= 1
+    core = ndimage.binary_erosion(organ, ball(radius, spacing), border_value=1)
+    labels, count = ndimage.label(core, structure=np.ones((3, 3, 3), bool))
+    out = mask.astype(np.uint8, copy=True)
+    if count:
+        core = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+        out[organ & ~ndimage.binary_dilation(core, ball(radius, spacing))] = 0
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("slab", [2, 7, 40])
+def test_opening_slabs_equal_scipy_morphology(seed, slab):
+    from scipy import ndimage
+
+    from liverzoo.maskfile import ArrayMask, MaskFile
+    from liverzoo.postprocess import postprocess_slabs
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(12, 28, size=3))
+    mask = (ndimage.gaussian_filter(rng.random(shape), 2.0) > 0.5).astype(np.uint8)
+    mask[(mask == 1) & (rng.random(shape) < 0.2)] = 2
+    # Radii off the grid's distances so that no voxel sits exactly on the ball's surface.
+    spacing = tuple(float(s) for s in rng.uniform(0.7, 3.0, size=3))
+    radius = float(rng.uniform(1.7, 5.0))
+    expected = reference_opening(mask, radius, spacing)
+    assert 0 < (expected >= 1).sum() < (mask >= 1).sum()  # every seed's case keeps a core and cuts some
+    with MaskFile(mask.shape) as masks:
+        masks.write(0, mask)
+        postprocess_slabs(masks, keep_largest=False, fill_holes=False, opening_mm=radius, spacing=spacing, slab=slab)
+        np.testing.assert_array_equal(np.asarray(masks), expected)
+    out = ArrayMask(mask.copy())
+    postprocess_slabs(out, keep_largest=False, fill_holes=False, opening_mm=radius, spacing=spacing, slab=slab)
+    np.testing.assert_array_equal(out.array, expected)
+
+
+def test_opening_cuts_a_neighbour_joined_by_a_thin_bridge(clean_liver):
+    # A "bowel" blob joined to the liver by a 2-voxel tube: one 26-component, so the largest
+    # component alone keeps it; a 4 mm opening (voxels of 1 mm) cuts the tube and drops it.
+    shape = clean_liver.shape
+    joined = np.pad(clean_liver, ((0, 30), (0, 0), (0, 0)))
+    joined[ellipsoid(joined.shape, (52, 18, 12), (7, 7, 6)) & (joined == 0)] = 1
+    joined[29:46, 17:19, 11:13] = np.maximum(joined[29:46, 17:19, 11:13], 1)
+    plain = postprocess(joined)
+    assert plain[52, 18, 12] == 1  # kept by the largest component
+    opened = postprocess(joined, opening_mm=4.0, spacing=(1.0, 1.0, 1.0))
+    assert opened[52, 18, 12] == 0 and opened[40, 18, 12] == 0
+    liver = opened[: shape[0]]
+    # The liver itself (a 12 x 10 x 8 voxel ellipsoid) keeps all but its thin rim voxels.
+    assert (liver >= 1).sum() >= 0.97 * (clean_liver >= 1).sum()
+    assert liver[15, 18, 12] == 2  # the inner tumor stays
+
+
+def test_opening_leaves_a_mask_with_no_deep_voxel_alone():
+    # Nothing lies 3 mm inside a 4-voxel-thick plate: the opening must not erase the prediction.
+    mask = np.zeros((20, 20, 10), np.uint8)
+    mask[2:18, 2:18, 3:7] = 1
+    np.testing.assert_array_equal(postprocess(mask, opening_mm=3.0, spacing=(1.0, 1.0, 1.0)), mask)
+
+
+def test_opening_keeps_an_organ_cut_by_the_scan_edge():
+    # The scan's edge counts as organ (as border_value=1): a liver cut by the first slice keeps
+    # that slice, while the same opening rounds off its edges inside the scan.
+    mask = np.zeros((30, 30, 12), np.uint8)
+    mask[5:25, 5:25, 0:8] = 1
+    out = postprocess(mask, opening_mm=3.5, spacing=(1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(out, reference_opening(mask, 3.5, (1.0, 1.0, 1.0)))
+    np.testing.assert_array_equal(out[7:23, 7:23, 0], 1)
+    assert out[5, 15, 0] == 1 and out[5, 15, 7] == 0  # an edge on the scan's first slice stays, the top one is rounded
+
+
+def test_opening_needs_the_spacing():
+    with pytest.raises(ValueError, match="spacing"):
+        postprocess(np.ones((4, 4, 4), np.uint8), opening_mm=5.0)

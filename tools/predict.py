@@ -27,7 +27,9 @@ flags.DEFINE_enum("output_format", None, ["nifti", "dicom_seg"], "Mask format (d
 flags.DEFINE_bool("save_probabilities", False, "Also write CASE_probabilities.nii.gz (X, Y, Z, C) float32.")
 flags.DEFINE_bool("tta", False, "Flip test-time augmentation (average over X, Y and XY flips; 4x slower).")
 flags.DEFINE_bool("skip_bad", False, "Skip cases that cannot be read or segmented, list them, go on.")
-flags.DEFINE_bool("postprocess", True, "Largest liver component, holes filled, tumor only inside the liver.")
+flags.DEFINE_bool("postprocess", True, "An opening that cuts what joins the liver through a thin bridge, the "
+                  "largest liver component, holes filled, tumor only inside the liver.")
+flags.DEFINE_float("opening_mm", None, "Radius (mm) of that opening (default 10; 0: none).", lower_bound=0)
 flags.DEFINE_integer("batch_size", None, "Inputs per model call (default 8 stacks / 1 sub-volume).", lower_bound=1)
 flags.DEFINE_integer("stride", 1, "Slice stride of 2.5D stacks (Eq. (1) of the DS nnU-Net paper).", lower_bound=1)
 flags.DEFINE_integer("window", 20, "Slices per 3D sub-volume for models with a free depth.", lower_bound=1)
@@ -52,7 +54,7 @@ def main(argv):
         FLAGS.model_path, FLAGS.input, FLAGS.output, model=FLAGS.model, preset=FLAGS.preset, save_probabilities=FLAGS.save_probabilities,
         skip_bad=FLAGS.skip_bad, inplane_size=FLAGS.inplane_size,
         inplane_spacing=FLAGS.inplane_spacing, num_threads=FLAGS.num_threads,
-        output_format=FLAGS.output_format, postprocess=FLAGS.postprocess, tta_flip=FLAGS.tta, batch_size=FLAGS.batch_size, stride=FLAGS.stride,
+        output_format=FLAGS.output_format, postprocess=FLAGS.postprocess, opening_mm=FLAGS.opening_mm, tta_flip=FLAGS.tta, batch_size=FLAGS.batch_size, stride=FLAGS.stride,
         window=FLAGS.window, step=FLAGS.step, weighting=FLAGS.weighting)
 
 
