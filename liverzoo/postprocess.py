@@ -5,12 +5,13 @@ count as liver, so a tumor on the liver's rim joins it), fill the cavities enclo
 and keep tumor only inside that liver. Many LiTS entries do this (e.g. Chlebus et al., 2018,
 "object-based post-processing", cited by ../shared/papers/000_ebe0050d52f538d0.txt).
 
-The liver is also thick: before that, an opening of `opening_mm` (segment's default
-`OPENING_MM`) cuts what joins it through a thin bridge. The organ is eroded by a ball of that
-radius, the largest eroded core is kept, and the organ keeps only what lies within the radius
-of that core. On a whole abdomen the false positives of a model trained on few patients
-(bowel below the liver, the right kidney) touch the liver, so the largest component alone
-keeps them; README's leave-one-patient-out table measures what the opening changes.
+The liver is also thick: with `opening_mm` (segment's default `OPENING_MM`) an opening
+first cuts what joins it through a thin bridge. The largest component is eroded by a ball of
+that radius, the largest eroded core is kept, and the organ keeps only what lies within the
+radius of that core (the union of the balls that fit inside it); then the steps above. On a
+whole abdomen the false positives of a model trained on few patients (bowel below the liver,
+the right kidney) touch the liver, so the largest component alone keeps them; README's
+leave-one-patient-out table measures what the opening changes.
 
 Example:
     >>> import numpy as np
@@ -118,6 +119,10 @@ def postprocess_slabs(masks, *, keep_largest=True, fill_holes=True, tumor_in_liv
     if opening_mm:
         if spacing is None:
             raise ValueError("opening_mm needs the voxel spacing (spacing=)")
+        if keep_largest:
+            # The largest component first: the opening then works on the liver alone, and its
+            # distance transforms cover the liver's box, not every speck of the scan.
+            postprocess_slabs(masks, keep_largest=True, fill_holes=False, tumor_in_liver=tumor_in_liver, slab=slab)
         _open_slabs(masks, float(opening_mm), tuple(float(s) for s in spacing[:3]), ranges)
     if not (keep_largest or fill_holes):
         return
@@ -188,20 +193,28 @@ def _open_slabs(masks, radius, spacing, ranges):
         core[crop[0], crop[1]] = inner[:, :, off : off + z1 - z0]
         return core
 
+    # Each slab's core is marked in the mask itself (label + 2) as it is found: the next passes
+    # read it back instead of computing it again, and marking leaves every voxel organ, so the
+    # cores of later slabs (whose halo reads marked slices) are unchanged.
     cores = _Components(_STRUCTURE)
     for z0, z1 in ranges:
-        cores.add(core_of(z0, z1), z0)
+        core = core_of(z0, z1)
+        cores.add(core, z0)
+        if core.any():
+            block = masks.read(z0, z1)
+            block[core] += 2
+            masks.write(z0, block)
     cores.join()
-    kept = cores.largest(lambda z0, z1: core_of(z0, z1))
+    kept = cores.largest(lambda z0, z1: masks.read(z0, z1) > TUMOR)
+    # Unmark the cores that are not the largest.
+    for z0, z1 in ranges:
+        block = masks.read(z0, z1)
+        core = block > TUMOR
+        if core.any():
+            block[core & ~cores.mask(core, z0, kept)] -= 2
+            masks.write(z0, block)
     if not kept.any():
         return
-    # The kept core is marked in the mask itself (label + 2) so that the next pass sees it in
-    # the neighbouring slabs; marking leaves every voxel organ, so later cores are unchanged.
-    for z0, z1 in ranges:
-        mark = cores.mask(core_of(z0, z1), z0, kept)
-        block = masks.read(z0, z1)
-        block[mark] += 2
-        masks.write(z0, block)
     # Drop organ voxels farther than `radius` from the kept core (core voxels are never dropped,
     # so the marks the next slab reads stay); then unmark.
     for z0, z1 in ranges:

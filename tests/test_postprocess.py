@@ -223,6 +223,25 @@ def test_opening_slabs_equal_scipy_morphology(seed, slab):
     np.testing.assert_array_equal(out.array, expected)
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("tumor_in_liver", [True, False])
+def test_opening_in_the_whole_postprocess_equals_scipy(seed, tumor_in_liver):
+    # Largest component, then the opening on it, then largest component, holes and the tumor rule.
+    from liverzoo.maskfile import MaskFile
+    from liverzoo.postprocess import postprocess_slabs
+
+    mask = random_mask(seed, shape=(31, 27, 33))
+    spacing, radius = (1.1, 0.9, 1.7), 2.3
+    first = reference_postprocess(mask, fill_holes=False, tumor_in_liver=tumor_in_liver)
+    expected = reference_postprocess(reference_opening(first, radius, spacing), tumor_in_liver=tumor_in_liver)
+    assert (expected != reference_postprocess(mask, tumor_in_liver=tumor_in_liver)).sum() > 10  # the opening acts
+    for slab in (3, 33):
+        with MaskFile(mask.shape) as masks:
+            masks.write(0, mask)
+            postprocess_slabs(masks, opening_mm=radius, spacing=spacing, tumor_in_liver=tumor_in_liver, slab=slab)
+            np.testing.assert_array_equal(np.asarray(masks), expected)
+
+
 def test_opening_cuts_a_neighbour_joined_by_a_thin_bridge(clean_liver):
     # A "bowel" blob joined to the liver by a 2-voxel tube: one 26-component, so the largest
     # component alone keeps it; a 4 mm opening (voxels of 1 mm) cuts the tube and drops it.
