@@ -195,6 +195,11 @@ def write_segmentation(values, reference, path, *, model_name, model_path, fract
         finally:
             logger.setLevel(level)
     seg.SeriesDescription = f"liverzoo {model_name} segmentation"[:64]
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    if "SpacingBetweenSlices" in measures:
+        # highdicom takes it from float differences of the positions (0.99999999999999 for
+        # slices 1 mm apart); the positions carry 6 decimals, so a micrometre is their precision.
+        measures.SpacingBetweenSlices = round(float(measures.SpacingBetweenSlices), 6)
     atomic_write(path, seg.save_as)
 
 

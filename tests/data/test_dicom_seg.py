@@ -158,6 +158,14 @@ def test_matches_dcmqi_frame_by_frame(real_dicom_dir, dcmqi_case, written):
         np.testing.assert_allclose(ours_frames[key][1], position, atol=1e-3)
 
 
+def test_spacing_between_slices_as_dcmqi_states_it(real_dicom_dir, written):
+    # highdicom computes 0.99999999999999 from the positions; dcmqi's SEG of the same series says 1.
+    measures = [pydicom.dcmread(path).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+                for path in (written["dcmqi"][0], real_dicom_dir / "dcmqi_liver_seg.dcm")]
+    ours, theirs = (m.SpacingBetweenSlices for m in measures)
+    assert float(theirs) == 1.0 and float(ours) == float(theirs) and str(ours) == "1.0"
+
+
 def test_reads_dcmqi_seg_to_the_nifti_mask(real_dicom_dir, dcmqi_case):
     labels = io.load_label(real_dicom_dir / "dcmqi_liver_seg.dcm", dcmqi_case).label
     np.testing.assert_array_equal(labels, dcmqi_case.label)
