@@ -60,6 +60,11 @@ def run(main, argv=None):
         sys.exit(1)
 
     def wrapped(args):
+        from absl import logging
+
+        # absl shows INFO by default; TensorFlow's SavedModel writer (export, the benchmarks'
+        # exports) logs every step there. The tools print what they do themselves.
+        logging.set_verbosity(logging.WARNING)
         try:
             return main(args)
         except LiverzooError as e:

@@ -41,11 +41,8 @@ flags.mark_flags_as_required(["output"])
 
 
 def main(argv):
-    from absl import logging
-
     from liverzoo.errors import ConfigError
 
-    logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs every step at INFO
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     export.export_model(FLAGS.output, model_path=FLAGS.model_path, model=FLAGS.model, input_shape=FLAGS.input_shape,
