@@ -28,8 +28,9 @@ flags.DEFINE_float("inplane_spacing", None, "Working plane's mm per pixel (defau
                    "stretched to the model's input).", lower_bound=0.0)
 flags.DEFINE_enum("schedule", None, list(schedules.SCHEDULES), "Learning-rate schedule (default: the demo's).")
 flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: the demo's; residual_unet 3e-3).")
-flags.DEFINE_string("preset", None, "Intensity preprocessing preset (default: the demo's fixed-window variant of "
-                    "the model's, e.g. residual_unet_window; residual_unet: the paper's histogram equalisation).")
+flags.DEFINE_string("preset", None, "Intensity preprocessing preset (liverzoo.data.preprocess.PRESETS; default: "
+                    "the model's fixed-window variant where it has one, as the demo, e.g. residual_unet_window; "
+                    "--preset=residual_unet gives the paper's histogram equalisation).")
 flags.DEFINE_enum("loss", None, list(losses.LOSSES), "Loss (default: the demo's dice_ce).")
 flags.DEFINE_list("patients", None, "Held-out patients to run (default: every whole-abdomen patient).")
 flags.mark_flags_as_required(["model"])
