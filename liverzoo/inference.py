@@ -40,6 +40,7 @@ import numpy as np
 
 from liverzoo.errors import ConfigError, DataError
 from liverzoo.layout import LAYOUTS, get_layout, layout_of
+from liverzoo.postprocess import OPENING_MM
 
 KINDS = tuple(LAYOUTS)
 WEIGHTINGS = ("mean", "gaussian")
@@ -332,7 +333,7 @@ def segment(
     inplane_size=None,
     inplane_spacing=None,
     postprocess=True,
-    opening_mm=None,
+    opening_mm=OPENING_MM,
     return_probabilities=False,
     streaming=True,
     as_file=False,
@@ -357,8 +358,8 @@ def segment(
             the model's input is padded with air).
         postprocess: apply `liverzoo.postprocess.postprocess` (an opening that cuts thin
             bridges, largest liver component, holes filled, tumor inside the liver).
-        opening_mm: radius of that opening (None: `liverzoo.postprocess.OPENING_MM`, 10 mm;
-            0: none).
+        opening_mm: radius of that opening in mm (default `liverzoo.postprocess.OPENING_MM`,
+            10; 0: none).
         return_probabilities: also return `(X, Y, Z, C)` float32 probabilities (whole-volume
             path).
         streaming: predict slab by slab (`liverzoo.streaming.segment_slabs`: no whole-volume
@@ -381,7 +382,7 @@ def segment(
         >>> mask = segment(model, load_volume("ct.nii.gz"), model_name="residual_unet")  # doctest: +SKIP
     """
     from liverzoo.data.preprocess import air_value, prepare_volume
-    from liverzoo.postprocess import OPENING_MM, postprocess as clean
+    from liverzoo.postprocess import postprocess as clean
 
     if spec is None and model_name is not None:
         from liverzoo.models import SPECS
@@ -415,7 +416,7 @@ def segment(
     labels = probabilities_to_grid(probs, ct.array.shape, out=full)
     del probs  # the score buffer is not needed by post-processing
     if postprocess:
-        labels = clean(labels, opening_mm=OPENING_MM if opening_mm is None else opening_mm, spacing=ct.spacing)
+        labels = clean(labels, opening_mm=opening_mm, spacing=ct.spacing)
     if as_file:
         from liverzoo.maskfile import MaskFile
 

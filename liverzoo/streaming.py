@@ -40,6 +40,7 @@ import numpy as np
 from liverzoo.data import preprocess
 from liverzoo.errors import ConfigError, DataError
 from liverzoo.layout import get_layout
+from liverzoo.postprocess import OPENING_MM
 
 #: Native slices read (and resized) at a time: 16 x 512 x 512 float32 is 16 MB.
 SLAB = 16
@@ -304,7 +305,7 @@ class WorkingVolume:
 
 
 def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_size=None, inplane_spacing=None,
-                  postprocess=True, opening_mm=None, slab=SLAB, as_file=False, **predict_kwargs):
+                  postprocess=True, opening_mm=OPENING_MM, slab=SLAB, as_file=False, **predict_kwargs):
     """Labels of a CT on its own grid, predicted slab by slab (see the module docstring).
 
     Args:
@@ -318,7 +319,7 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
             (`liverzoo.data.preprocess.working_plane`); a plane smaller than the model's
             input is padded with air.
         postprocess: `liverzoo.postprocess.postprocess` on the finished mask (slab by slab).
-        opening_mm: radius of its opening (None: `liverzoo.postprocess.OPENING_MM`; 0: none).
+        opening_mm: radius of its opening in mm (0: none).
         slab: native slices read at a time.
         as_file: return the `MaskFile` instead of reading it into an array.
         **predict_kwargs: as `liverzoo.inference.predict_volume`.
@@ -328,7 +329,7 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
     """
     from liverzoo.inference import probabilities_to_grid
     from liverzoo.maskfile import MaskFile
-    from liverzoo.postprocess import OPENING_MM, postprocess_slabs
+    from liverzoo.postprocess import postprocess_slabs
 
     preset = preprocess.get_preset(preset)
     if preset.num_slices is not None or preset.target_spacing is not None:
@@ -348,7 +349,7 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
     finally:
         working.close()
     if postprocess:
-        postprocess_slabs(labels, opening_mm=OPENING_MM if opening_mm is None else opening_mm, spacing=source.spacing)
+        postprocess_slabs(labels, opening_mm=opening_mm, spacing=source.spacing)
     if as_file:
         return labels
     with labels:

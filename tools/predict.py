@@ -30,7 +30,7 @@ flags.DEFINE_bool("tta", False, "Flip test-time augmentation (average over X, Y 
 flags.DEFINE_bool("skip_bad", False, "Skip cases that cannot be read or segmented, list them, go on.")
 flags.DEFINE_bool("postprocess", True, "An opening that cuts what joins the liver through a thin bridge, the "
                   "largest liver component, holes filled, tumor only inside the liver.")
-flags.DEFINE_float("opening_mm", None, f"Radius (mm) of that opening (default {OPENING_MM:g}; 0: none).", lower_bound=0)
+flags.DEFINE_float("opening_mm", OPENING_MM, "Radius (mm) of that opening (0: none).", lower_bound=0)
 flags.DEFINE_integer("batch_size", None, "Inputs per model call (default 8 stacks / 1 sub-volume).", lower_bound=1)
 flags.DEFINE_integer("stride", 1, "Slice stride of 2.5D stacks (Eq. (1) of the DS nnU-Net paper).", lower_bound=1)
 flags.DEFINE_integer("window", 20, "Slices per 3D sub-volume for models with a free depth.", lower_bound=1)
