@@ -182,9 +182,10 @@ def ball(radius, spacing):
     return sum((g * s) ** 2 for g, s in zip(grid, spacing)) <= radius**2
 
 
-def reference_opening(mask, radius, spacing):
+def reference_opening(mask, radius, spacing, keep_voxels=0):
     """Erode the organ by a ball (outside the array counts as organ), keep the largest eroded
-    26-component, keep the organ within the ball of it: SciPy's binary morphology on the whole array."""
+    26-component, keep the organ within the ball of it, and of what that cuts off the
+    26-connected pieces of fewer than `keep_voxels` voxels: SciPy on the whole array."""
     from scipy import ndimage
 
     organ = mask >= 1
@@ -193,13 +194,26 @@ def reference_opening(mask, radius, spacing):
     out = mask.astype(np.uint8, copy=True)
     if count:
         core = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-        out[organ & ~ndimage.binary_dilation(core, ball(radius, spacing))] = 0
+        cut = organ & ~ndimage.binary_dilation(core, ball(radius, spacing))
+        pieces, n = ndimage.label(cut, structure=np.ones((3, 3, 3), bool))
+        sizes = np.bincount(pieces.ravel(), minlength=n + 1)
+        out[cut & (sizes[pieces] >= keep_voxels)] = 0
     return out
+
+
+def cut_piece_sizes(mask, radius, spacing):
+    """Voxel counts of the 26-connected pieces the plain opening cuts off."""
+    from scipy import ndimage
+
+    cut = (mask >= 1) & (reference_opening(mask, radius, spacing) == 0)
+    pieces, n = ndimage.label(cut, structure=np.ones((3, 3, 3), bool))
+    return np.bincount(pieces.ravel())[1:]
 
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("slab", [2, 7, 40])
-def test_opening_slabs_equal_scipy_morphology(seed, slab):
+@pytest.mark.parametrize("keep", [False, True], ids=["plain", "keep_small"])
+def test_opening_slabs_equal_scipy_morphology(seed, slab, keep):
     from scipy import ndimage
 
     from liverzoo.maskfile import ArrayMask, MaskFile
@@ -212,14 +226,24 @@ def test_opening_slabs_equal_scipy_morphology(seed, slab):
     # Radii off the grid's distances so that no voxel sits exactly on the ball's surface.
     spacing = tuple(float(s) for s in rng.uniform(0.7, 3.0, size=3))
     radius = float(rng.uniform(1.7, 5.0))
-    expected = reference_opening(mask, radius, spacing)
+    keep_voxels = 0
+    if keep:
+        # Between piece sizes, so that some cut pieces stay and others go.
+        sizes = np.unique(cut_piece_sizes(mask, radius, spacing))
+        assert len(sizes) > 1
+        keep_voxels = float(sizes[len(sizes) // 2]) - 0.5
+    expected = reference_opening(mask, radius, spacing, keep_voxels)
     assert 0 < (expected >= 1).sum() < (mask >= 1).sum()  # every seed's case keeps a core and cuts some
+    if keep:
+        assert (expected >= 1).sum() > (reference_opening(mask, radius, spacing) >= 1).sum()
+    kwargs = dict(keep_largest=False, fill_holes=False, opening_mm=radius, spacing=spacing, slab=slab,
+                  opening_keep_ml=keep_voxels * float(np.prod(spacing)) / 1000.0)
     with MaskFile(mask.shape) as masks:
         masks.write(0, mask)
-        postprocess_slabs(masks, keep_largest=False, fill_holes=False, opening_mm=radius, spacing=spacing, slab=slab)
+        postprocess_slabs(masks, **kwargs)
         np.testing.assert_array_equal(np.asarray(masks), expected)
     out = ArrayMask(mask.copy())
-    postprocess_slabs(out, keep_largest=False, fill_holes=False, opening_mm=radius, spacing=spacing, slab=slab)
+    postprocess_slabs(out, **kwargs)
     np.testing.assert_array_equal(out.array, expected)
 
 
@@ -233,13 +257,21 @@ def test_opening_in_the_whole_postprocess_equals_scipy(seed, tumor_in_liver):
     mask = random_mask(seed, shape=(31, 27, 33))
     spacing, radius = (1.1, 0.9, 1.7), 2.3
     first = reference_postprocess(mask, fill_holes=False, tumor_in_liver=tumor_in_liver)
-    expected = reference_postprocess(reference_opening(first, radius, spacing), tumor_in_liver=tumor_in_liver)
+    sizes = np.unique(cut_piece_sizes(first, radius, spacing))
+    keep_voxels = float(sizes[len(sizes) // 2]) - 0.5  # some cut pieces stay, others go
+    keep_ml = keep_voxels * float(np.prod(spacing)) / 1000.0
+    expected = reference_postprocess(reference_opening(first, radius, spacing, keep_voxels),
+                                     tumor_in_liver=tumor_in_liver)
+    plain = reference_postprocess(reference_opening(first, radius, spacing), tumor_in_liver=tumor_in_liver)
     assert (expected != reference_postprocess(mask, tumor_in_liver=tumor_in_liver)).sum() > 10  # the opening acts
+    assert (expected != plain).sum() > 0  # and keeps some small pieces
     for slab in (3, 33):
-        with MaskFile(mask.shape) as masks:
-            masks.write(0, mask)
-            postprocess_slabs(masks, opening_mm=radius, spacing=spacing, tumor_in_liver=tumor_in_liver, slab=slab)
-            np.testing.assert_array_equal(np.asarray(masks), expected)
+        for keep, want in ((keep_ml, expected), (0.0, plain)):
+            with MaskFile(mask.shape) as masks:
+                masks.write(0, mask)
+                postprocess_slabs(masks, opening_mm=radius, spacing=spacing, tumor_in_liver=tumor_in_liver, slab=slab,
+                                  opening_keep_ml=keep)
+                np.testing.assert_array_equal(np.asarray(masks), want)
 
 
 def test_opening_cuts_a_neighbour_joined_by_a_thin_bridge(clean_liver):
@@ -251,12 +283,35 @@ def test_opening_cuts_a_neighbour_joined_by_a_thin_bridge(clean_liver):
     joined[29:46, 17:19, 11:13] = np.maximum(joined[29:46, 17:19, 11:13], 1)
     plain = postprocess(joined)
     assert plain[52, 18, 12] == 1  # kept by the largest component
-    opened = postprocess(joined, opening_mm=4.0, spacing=(1.0, 1.0, 1.0))
+    opened = postprocess(joined, opening_mm=4.0, spacing=(1.0, 1.0, 1.0), opening_keep_ml=0)
     assert opened[52, 18, 12] == 0 and opened[40, 18, 12] == 0
     liver = opened[: shape[0]]
     # The liver itself (a 12 x 10 x 8 voxel ellipsoid) keeps all but its thin rim voxels.
     assert (liver >= 1).sum() >= 0.97 * (clean_liver >= 1).sum()
     assert liver[15, 18, 12] == 2  # the inner tumor stays
+
+
+def test_opening_keeps_a_thin_edge_of_the_liver_and_drops_a_joined_neighbour(clean_liver):
+    # The liver with a thin flap (2 voxels thick, 96 voxels) and a "bowel" blob joined by a tube.
+    # The plain opening cuts both; with opening_keep_ml the flap, a small piece, stays and the
+    # blob (over 1,000 voxels of 1 mm) still goes.
+    joined = np.pad(clean_liver, ((0, 30), (0, 0), (0, 0)))
+    joined[ellipsoid(joined.shape, (52, 18, 12), (7, 7, 6)) & (joined == 0)] = 1
+    joined[29:46, 17:19, 11:13] = np.maximum(joined[29:46, 17:19, 11:13], 1)
+    joined[14:22, 2:10, 11:13] = np.maximum(joined[14:22, 2:10, 11:13], 1)  # the flap, beside the liver
+    flap = np.zeros(joined.shape, bool)
+    flap[14:22, 2:8, 11:13] = True
+    spacing = (1.0, 1.0, 1.0)
+    plain = postprocess(joined, opening_mm=4.0, spacing=spacing, opening_keep_ml=0)
+    assert plain[flap].sum() == 0 and plain[52, 18, 12] == 0
+    kept = postprocess(joined, opening_mm=4.0, spacing=spacing, opening_keep_ml=0.5)
+    np.testing.assert_array_equal(kept[flap], 1)
+    assert kept[52, 18, 12] == 0 and kept[40, 18, 12] == 0
+    # The liver's own rounded-off rim is a small piece too: it stays, but where the tube joins.
+    liver = postprocess(clean_liver) >= 1
+    lost = liver & (kept[: clean_liver.shape[0]] == 0)
+    assert (plain[: clean_liver.shape[0]] == 0)[liver].sum() > 80
+    assert lost.sum() < 10 and not lost[:27].any()  # the tube starts at x = 29
 
 
 def test_opening_leaves_a_mask_with_no_deep_voxel_alone():
@@ -271,7 +326,7 @@ def test_opening_keeps_an_organ_cut_by_the_scan_edge():
     # that slice, while the same opening rounds off its edges inside the scan.
     mask = np.zeros((30, 30, 12), np.uint8)
     mask[5:25, 5:25, 0:8] = 1
-    out = postprocess(mask, opening_mm=3.5, spacing=(1.0, 1.0, 1.0))
+    out = postprocess(mask, opening_mm=3.5, spacing=(1.0, 1.0, 1.0), opening_keep_ml=0)
     np.testing.assert_array_equal(out, reference_opening(mask, 3.5, (1.0, 1.0, 1.0)))
     np.testing.assert_array_equal(out[7:23, 7:23, 0], 1)
     assert out[5, 15, 0] == 1 and out[5, 15, 7] == 0  # an edge on the scan's first slice stays, the top one is rounded
