@@ -40,7 +40,7 @@ import numpy as np
 
 from liverzoo.errors import ConfigError, DataError
 from liverzoo.layout import LAYOUTS, get_layout, layout_of
-from liverzoo.postprocess import OPENING_MM
+from liverzoo.postprocess import OPENING_KEEP_ML, OPENING_MM
 
 KINDS = tuple(LAYOUTS)
 WEIGHTINGS = ("mean", "gaussian")
@@ -334,6 +334,7 @@ def segment(
     inplane_spacing=None,
     postprocess=True,
     opening_mm=OPENING_MM,
+    opening_keep_ml=OPENING_KEEP_ML,
     return_probabilities=False,
     streaming=True,
     as_file=False,
@@ -360,6 +361,8 @@ def segment(
             bridges, largest liver component, holes filled, tumor inside the liver).
         opening_mm: radius of that opening in mm (default `liverzoo.postprocess.OPENING_MM`,
             10; 0: none).
+        opening_keep_ml: pieces that opening cuts off stay when smaller than this (mL;
+            default `liverzoo.postprocess.OPENING_KEEP_ML`, 2; 0: the plain opening).
         return_probabilities: also return `(X, Y, Z, C)` float32 probabilities (whole-volume
             path).
         streaming: predict slab by slab (`liverzoo.streaming.segment_slabs`: no whole-volume
@@ -399,7 +402,8 @@ def segment(
         source = ct if isinstance(ct, slabs.NiftiSlabs) else slabs.MemorySlabs(ct)
         return slabs.segment_slabs(predict_fn, source, layout=layout, preset=preset, input_shape=input_shape,
                                    inplane_size=inplane_size, inplane_spacing=inplane_spacing,
-                                   postprocess=postprocess, opening_mm=opening_mm, as_file=as_file,
+                                   postprocess=postprocess, opening_mm=opening_mm,
+                                   opening_keep_ml=opening_keep_ml, as_file=as_file,
                                    **predict_kwargs)
     if isinstance(ct, slabs.NiftiSlabs):
         from liverzoo.data import io
@@ -416,7 +420,7 @@ def segment(
     labels = probabilities_to_grid(probs, ct.array.shape, out=full)
     del probs  # the score buffer is not needed by post-processing
     if postprocess:
-        labels = clean(labels, opening_mm=opening_mm, spacing=ct.spacing)
+        labels = clean(labels, opening_mm=opening_mm, spacing=ct.spacing, opening_keep_ml=opening_keep_ml)
     if as_file:
         from liverzoo.maskfile import MaskFile
 

@@ -40,7 +40,7 @@ import numpy as np
 from liverzoo.data import preprocess
 from liverzoo.errors import ConfigError, DataError
 from liverzoo.layout import get_layout
-from liverzoo.postprocess import OPENING_MM
+from liverzoo.postprocess import OPENING_KEEP_ML, OPENING_MM
 
 #: Native slices read (and resized) at a time: 16 x 512 x 512 float32 is 16 MB.
 SLAB = 16
@@ -305,7 +305,8 @@ class WorkingVolume:
 
 
 def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_size=None, inplane_spacing=None,
-                  postprocess=True, opening_mm=OPENING_MM, slab=SLAB, as_file=False, **predict_kwargs):
+                  postprocess=True, opening_mm=OPENING_MM, opening_keep_ml=OPENING_KEEP_ML, slab=SLAB, as_file=False,
+                  **predict_kwargs):
     """Labels of a CT on its own grid, predicted slab by slab (see the module docstring).
 
     Args:
@@ -320,6 +321,7 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
             input is padded with air.
         postprocess: `liverzoo.postprocess.postprocess` on the finished mask (slab by slab).
         opening_mm: radius of its opening in mm (0: none).
+        opening_keep_ml: pieces the opening cuts off stay when smaller than this (mL).
         slab: native slices read at a time.
         as_file: return the `MaskFile` instead of reading it into an array.
         **predict_kwargs: as `liverzoo.inference.predict_volume`.
@@ -349,7 +351,7 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
     finally:
         working.close()
     if postprocess:
-        postprocess_slabs(labels, opening_mm=opening_mm, spacing=source.spacing)
+        postprocess_slabs(labels, opening_mm=opening_mm, spacing=source.spacing, opening_keep_ml=opening_keep_ml)
     if as_file:
         return labels
     with labels:

@@ -14,7 +14,7 @@ from liverzoo import cli
 cli.quiet_tensorflow()
 
 from liverzoo import inference, models, runtime  # noqa: E402  (after TensorFlow is imported quietly)
-from liverzoo.postprocess import OPENING_MM  # noqa: E402
+from liverzoo.postprocess import OPENING_KEEP_ML, OPENING_MM  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "Model: .keras file, SavedModel folder, or .tflite file.")
@@ -31,6 +31,8 @@ flags.DEFINE_bool("skip_bad", False, "Skip cases that cannot be read or segmente
 flags.DEFINE_bool("postprocess", True, "An opening that cuts what joins the liver through a thin bridge, the "
                   "largest liver component, holes filled, tumor only inside the liver.")
 flags.DEFINE_float("opening_mm", OPENING_MM, "Radius (mm) of that opening (0: none).", lower_bound=0)
+flags.DEFINE_float("opening_keep_ml", OPENING_KEEP_ML, "Pieces the opening cuts off stay when smaller than this "
+                   "(mL): the liver's thin edges (0: the plain opening).", lower_bound=0)
 flags.DEFINE_integer("batch_size", None, "Inputs per model call (default 8 stacks / 1 sub-volume).", lower_bound=1)
 flags.DEFINE_integer("stride", 1, "Slice stride of 2.5D stacks (Eq. (1) of the DS nnU-Net paper).", lower_bound=1)
 flags.DEFINE_integer("window", 20, "Slices per 3D sub-volume for models with a free depth.", lower_bound=1)
@@ -55,7 +57,8 @@ def main(argv):
         FLAGS.model_path, FLAGS.input, FLAGS.output, model=FLAGS.model, preset=FLAGS.preset, save_probabilities=FLAGS.save_probabilities,
         skip_bad=FLAGS.skip_bad, inplane_size=FLAGS.inplane_size,
         inplane_spacing=FLAGS.inplane_spacing, num_threads=FLAGS.num_threads,
-        output_format=FLAGS.output_format, postprocess=FLAGS.postprocess, opening_mm=FLAGS.opening_mm, tta_flip=FLAGS.tta, batch_size=FLAGS.batch_size, stride=FLAGS.stride,
+        output_format=FLAGS.output_format, postprocess=FLAGS.postprocess, opening_mm=FLAGS.opening_mm,
+        opening_keep_ml=FLAGS.opening_keep_ml, tta_flip=FLAGS.tta, batch_size=FLAGS.batch_size, stride=FLAGS.stride,
         window=FLAGS.window, step=FLAGS.step, weighting=FLAGS.weighting)
 
 

@@ -193,12 +193,14 @@ def test_model_larger_than_the_working_plane(ct_volume):
 def test_opening_flag_on_a_real_scan(predict_tool, trained_checkpoint, real_ct_dir, tmp_path):
     """The default post-processing opens the mask by `OPENING_MM` at the scan's spacing before
     the largest component; `--opening_mm=0` leaves the opening out (the demo checkpoint on the
-    whole TotalSegmentator abdomen, where the opening removes voxels joined to the liver)."""
-    from liverzoo.postprocess import OPENING_MM, postprocess
+    whole TotalSegmentator abdomen, where the opening removes voxels joined to the liver), and
+    `--opening_keep_ml=0` drops even the small pieces it cuts off."""
+    from liverzoo.postprocess import OPENING_KEEP_ML, OPENING_MM, postprocess
 
     ct = real_ct_dir / "totalseg_example_full_ct.nii.gz"
     masks = {}
-    for name, flags in (("raw", ["--nopostprocess"]), ("default", []), ("none", ["--opening_mm=0"])):
+    for name, flags in (("raw", ["--nopostprocess"]), ("default", []), ("none", ["--opening_mm=0"]),
+                        ("plain", ["--opening_keep_ml=0"])):
         argv = ["predict.py", f"--model_path={trained_checkpoint}", f"--input={ct}",
                 f"--output={tmp_path / name}.nii.gz"] + flags
         try:
@@ -207,6 +209,10 @@ def test_opening_flag_on_a_real_scan(predict_tool, trained_checkpoint, real_ct_d
             predict_tool.FLAGS.unparse_flags()
         masks[name] = np.asarray(nib.load(str(tmp_path / f"{name}.nii.gz")).dataobj)
     spacing = nib.load(str(ct)).header.get_zooms()[:3]
-    np.testing.assert_array_equal(masks["default"], postprocess(masks["raw"], opening_mm=OPENING_MM, spacing=spacing))
+    np.testing.assert_array_equal(masks["default"], postprocess(masks["raw"], opening_mm=OPENING_MM, spacing=spacing,
+                                                                opening_keep_ml=OPENING_KEEP_ML))
     np.testing.assert_array_equal(masks["none"], postprocess(masks["raw"]))
+    np.testing.assert_array_equal(masks["plain"], postprocess(masks["raw"], opening_mm=OPENING_MM, spacing=spacing,
+                                                              opening_keep_ml=0))
     assert (masks["default"] != masks["none"]).sum() > 100
+    assert (masks["default"] != masks["plain"]).sum() > 0
