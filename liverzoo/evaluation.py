@@ -315,17 +315,18 @@ def lesion_rows(rows):
 
 
 def _load_canonical(path, labels=True, dicom_dir=None, case=None):
-    """(data, in-plane spacing) in RAS orientation, for drawing."""
+    """(data, in-plane spacing, CT) in RAS orientation, for drawing: CT is the HU volume of the
+    series a DICOM SEG references (None for NIfTI files)."""
     import nibabel as nib
 
     if is_seg(path):
         volume = io.load_label(path, series_folder(dicom_dir, case))
-        return volume.label, tuple(volume.spacing[:2])
+        return volume.label, tuple(volume.spacing[:2]), volume.array
     image = nib.as_closest_canonical(nib.load(path))
     data = np.asanyarray(image.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    return data.astype(np.uint8 if labels else np.float32), image.header.get_zooms()[:2]
+    return data.astype(np.uint8 if labels else np.float32), image.header.get_zooms()[:2], None
 
 
 def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case, dicom_dir=None):
@@ -339,14 +340,12 @@ def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case, dicom
     for row in worst:
         case = row["case"]
         pred_path, ref_path = pairs[case]
-        (pred, _), (ref, spacing) = (_load_canonical(pred_path, dicom_dir=dicom_dir, case=case),
-                                     _load_canonical(ref_path, dicom_dir=dicom_dir, case=case))
-        image = None
+        (pred, _, pred_ct), (ref, spacing, ref_ct) = (_load_canonical(pred_path, dicom_dir=dicom_dir, case=case),
+                                                      _load_canonical(ref_path, dicom_dir=dicom_dir, case=case))
+        # A SEG's own series is the CT to draw on, unless --image_dir says otherwise.
+        image = ref_ct if ref_ct is not None else pred_ct
         if image_dir:
-            if case not in images:
-                raise DataError(f"case {case}: no CT image {case}.nii[.gz] in {image_dir} for the overlay "
-                                "(--image_dir takes NIfTI files named like the cases)")
-            image, _ = _load_canonical(images[case], labels=False)
+            image = _overlay_image(case, images, image_dir)
             if image.shape != ref.shape:
                 raise DataError(f"case {case}: CT shape {image.shape} differs from reference shape {ref.shape}")
         for k in worst_slices(pred, ref, slices_per_case):
@@ -356,6 +355,20 @@ def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case, dicom
                            None if image is None else image[:, :, k], title, spacing)
             written.append(name)
     return written
+
+
+def _overlay_image(case, images, image_dir):
+    """The CT of `case` in `image_dir`: CASE.nii[.gz], or a DICOM series in the folder CASE/."""
+    if case in images and not is_seg(images[case]):
+        return _load_canonical(images[case], labels=False)[0]
+    folder = os.path.join(image_dir, case)
+    if not os.path.isdir(folder):
+        raise DataError(f"case {case}: no CT image {case}.nii[.gz] or DICOM series folder {case}/ in {image_dir} "
+                        "for the overlay")
+    try:
+        return io.load_volume(folder).array
+    except DataError as e:
+        raise DataError(f"case {case}: {e}") from None
 
 
 def _remove_stale(output_dir, written):
@@ -378,7 +391,8 @@ def evaluate(pred_dir, ref_dir, output_dir, *, image_dir=None, dicom_dir=None, s
         pred_dir: folder of predicted label maps (`NAME.nii[.gz]` or DICOM SEG `NAME.dcm`).
         ref_dir: folder of reference label maps with the same names.
         output_dir: where the outputs go (created if needed).
-        image_dir: optional folder of the CTs (same names) to draw overlays on.
+        image_dir: optional folder of the CTs to draw overlays on: `CASE.nii[.gz]` or a DICOM
+            series folder `CASE/` (default: a SEG's own series, else none).
         dicom_dir: the DICOM series the SEG files reference: `dicom_dir/NAME/` per case, or one
             series folder for a single case.
         skip_bad: skip (and list in the summary) cases that cannot be evaluated, instead

@@ -18,7 +18,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("pred_dir", None, "Folder of predicted label maps (NAME.nii or NAME.nii.gz).")
 flags.DEFINE_string("ref_dir", None, "Folder of reference label maps with the same names.")
 flags.DEFINE_string("output_dir", None, "Where cases.csv, summary.json and overlays/ are written.")
-flags.DEFINE_string("image_dir", None, "Optional folder of the CTs (same names) to draw the overlays on.")
+flags.DEFINE_string("image_dir", None, "Optional folder of the CTs to draw the overlays on: CASE.nii[.gz] or a "
+                    "DICOM series folder CASE/ (default: the series a DICOM SEG references, else none).")
 flags.DEFINE_string("dicom_dir", None, "The DICOM series that SEG (NAME.dcm) files reference: DICOM_DIR/NAME/ per "
                     "case, or one series folder.")
 flags.DEFINE_bool("skip_bad", False, "Skip and list cases that cannot be evaluated instead of failing.")

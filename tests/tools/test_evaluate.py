@@ -305,3 +305,66 @@ def test_seg_without_its_series_names_the_case_once(tmp_path, real_dicom_dir, re
     with pytest.raises(DataError) as error:
         evaluation.evaluate(str(tmp_path / "p"), str(tmp_path / "r"), str(tmp_path / "o"))
     assert str(error.value) == "case dcmqi: a DICOM SEG is read onto its source series: pass --dicom_dir"
+
+
+def _drawn_backgrounds(monkeypatch):
+    """Records the CT slice each overlay is drawn on (None: drawn on black)."""
+    drawn = []
+    real = evaluation.render_overlay
+
+    def record(path, ref_slice, pred_slice, image_slice=None, *args, **kwargs):
+        drawn.append(None if image_slice is None else np.array(image_slice))
+        return real(path, ref_slice, pred_slice, image_slice, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "render_overlay", record)
+    return drawn
+
+
+def _dcmqi_pair(tmp_path, real_ct_dir, real_dicom_dir, pred_as_seg):
+    import shutil
+
+    liver = nib.load(str(real_ct_dir / "dcmqi_3slice_liver.nii.gz"))
+    eroded = ndimage.binary_erosion(np.asarray(liver.dataobj) > 0, np.ones((3, 3, 1)), iterations=4).astype(np.uint8)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    nib.save(nib.Nifti1Image(eroded, liver.affine), str(tmp_path / "ref" / "dcmqi.nii.gz"))
+    if pred_as_seg:
+        shutil.copy(real_dicom_dir / "dcmqi_liver_seg.dcm", tmp_path / "pred" / "dcmqi.dcm")
+    else:
+        shutil.copy(real_ct_dir / "dcmqi_3slice_liver.nii.gz", tmp_path / "pred" / "dcmqi.nii.gz")
+    # The NIfTI version of the series, canonical: what the overlays must show.
+    return nib.as_closest_canonical(nib.load(str(real_ct_dir / "dcmqi_3slice_ct.nii.gz"))).get_fdata()
+
+
+def test_seg_overlays_are_drawn_on_its_dicom_series(monkeypatch, tmp_path, real_ct_dir, real_dicom_dir):
+    """A SEG prediction with --dicom_dir: the overlays show that series' CT without --image_dir."""
+    ct = _dcmqi_pair(tmp_path, real_ct_dir, real_dicom_dir, pred_as_seg=True)
+    drawn = _drawn_backgrounds(monkeypatch)
+    summary = evaluation.evaluate(str(tmp_path / "pred"), str(tmp_path / "ref"), str(tmp_path / "out"),
+                                  dicom_dir=str(real_dicom_dir / "dcmqi_ct3slice"), num_overlays=1, overlay_slices=2)
+    assert len(drawn) == len(summary["overlays"]) == 2
+    for image, name in zip(drawn, summary["overlays"]):
+        z = int(re.search(r"_z(\d+)\.png$", name)[1])
+        np.testing.assert_array_equal(image, ct[:, :, z])
+
+
+def test_image_dir_takes_a_dicom_series_folder(monkeypatch, tmp_path, real_ct_dir, real_dicom_dir):
+    """--image_dir with CASE/ a DICOM series (no NIfTI CT): the overlays show it, oriented as the masks."""
+    import shutil
+
+    ct = _dcmqi_pair(tmp_path, real_ct_dir, real_dicom_dir, pred_as_seg=False)
+    shutil.copytree(real_dicom_dir / "dcmqi_ct3slice", tmp_path / "cts" / "dcmqi")
+    drawn = _drawn_backgrounds(monkeypatch)
+    summary = evaluation.evaluate(str(tmp_path / "pred"), str(tmp_path / "ref"), str(tmp_path / "out"),
+                                  image_dir=str(tmp_path / "cts"), num_overlays=1, overlay_slices=1)
+    z = int(re.search(r"_z(\d+)\.png$", summary["overlays"][0])[1])
+    assert len(drawn) == 1
+    np.testing.assert_array_equal(drawn[0], ct[:, :, z])
+    drawn.clear()
+    evaluation.evaluate(str(tmp_path / "pred"), str(tmp_path / "ref"), str(tmp_path / "out"), num_overlays=1,
+                        overlay_slices=1)
+    assert drawn == [None]  # NIfTI masks and no --image_dir: drawn on black
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"^case dcmqi: no CT image dcmqi.nii\[.gz\] or DICOM series folder dcmqi/ in "):
+        evaluation.evaluate(str(tmp_path / "pred"), str(tmp_path / "ref"), str(tmp_path / "out"),
+                            image_dir=str(tmp_path / "empty"), num_overlays=1)
