@@ -314,19 +314,19 @@ def lesion_rows(rows):
     return [{**lesion, "case": r["case"]} for r in rows for lesion in r["lesions"]["lesions"]]
 
 
-def _load_canonical(path, labels=True, dicom_dir=None, case=None):
-    """(data, in-plane spacing, CT) in RAS orientation, for drawing: CT is the HU volume of the
-    series a DICOM SEG references (None for NIfTI files)."""
+def _load_canonical(path, labels=True, series=None):
+    """(data, in-plane spacing) in RAS orientation, for drawing; a DICOM SEG is read onto
+    `series`, the `CTVolume` it references."""
     import nibabel as nib
 
     if is_seg(path):
-        volume = io.load_label(path, series_folder(dicom_dir, case))
-        return volume.label, tuple(volume.spacing[:2]), volume.array
+        volume = io.load_label(path, series)
+        return volume.label, tuple(volume.spacing[:2])
     image = nib.as_closest_canonical(nib.load(path))
     data = np.asanyarray(image.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    return data.astype(np.uint8 if labels else np.float32), image.header.get_zooms()[:2], None
+    return data.astype(np.uint8 if labels else np.float32), image.header.get_zooms()[:2]
 
 
 def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case, dicom_dir=None):
@@ -340,10 +340,11 @@ def _overlays(rows, pairs, image_dir, staging, num_cases, slices_per_case, dicom
     for row in worst:
         case = row["case"]
         pred_path, ref_path = pairs[case]
-        (pred, _, pred_ct), (ref, spacing, ref_ct) = (_load_canonical(pred_path, dicom_dir=dicom_dir, case=case),
-                                                      _load_canonical(ref_path, dicom_dir=dicom_dir, case=case))
-        # A SEG's own series is the CT to draw on, unless --image_dir says otherwise.
-        image = ref_ct if ref_ct is not None else pred_ct
+        # A SEG's series is read once for both maps, and is the CT to draw on unless --image_dir
+        # says otherwise (scoring has read it already, so it loads).
+        series = io.load_volume(series_folder(dicom_dir, case)) if is_seg(pred_path) or is_seg(ref_path) else None
+        (pred, _), (ref, spacing) = _load_canonical(pred_path, series=series), _load_canonical(ref_path, series=series)
+        image = None if series is None else series.array
         if image_dir:
             image = _overlay_image(case, images, image_dir)
             if image.shape != ref.shape:
