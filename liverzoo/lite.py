@@ -306,10 +306,12 @@ def segment_nifti(tflite_path, nifti_in, nifti_out, *, kind=None, preset=None, n
         kind: "2d" or "3d"; default from the file's metadata.
         preset: preprocessing preset name; default from the file's metadata.
         num_threads: LiteRT CPU threads.
-        postprocess: largest liver component, holes filled, tumor inside the liver.
+        postprocess: the opening, largest liver component, holes filled, tumor inside the
+            liver (`liverzoo.inference.segment`).
         return_mask: return the whole mask as an array (memory for every voxel).
-        **predict_kwargs: passed to `liverzoo.inference.predict_volume` (stride, window,
-            step, weighting, batch_size, tta_flip, progress).
+        **predict_kwargs: passed to `liverzoo.inference.segment` (opening_mm, opening_keep_ml)
+            and on to `liverzoo.inference.predict_volume` (stride, window, step, weighting,
+            batch_size, tta_flip, progress).
 
     Returns:
         Voxels per label `[background, liver, tumor]` (int64 array), or with `return_mask` the
