@@ -251,7 +251,7 @@ def _open_slabs(masks, radius, spacing, ranges, keep_voxels=0.0):
             pieces.add(masks.read(z0, z1) > TUMOR + 2, z0)
         pieces.join()
         if pieces.count:
-            small = (np.bincount(pieces.group, weights=pieces.size) < keep_voxels)[pieces.group]
+            small = (pieces.totals() < keep_voxels)[pieces.group]
     for z0, z1 in ranges:
         block = masks.read(z0, z1)
         cut = block > TUMOR + 2
@@ -353,6 +353,10 @@ class _Components:
     def all(self):
         return np.ones(self.count, bool)
 
+    def totals(self):
+        """Voxels of each whole-volume component (indexed by `self.group`'s values)."""
+        return np.bincount(self.group, weights=self.size)
+
     def largest(self, read):
         """Which slab components make up the largest whole-volume component (first in (x, y, z) on ties).
 
@@ -361,7 +365,7 @@ class _Components:
         """
         if not self.count:
             return np.zeros(0, bool)
-        totals = np.bincount(self.group, weights=self.size)
+        totals = self.totals()
         best = np.flatnonzero(totals == totals.max())
         if len(best) > 1:
             # ndimage.label numbers components by their first voxel in C order: (x, y, z).
