@@ -32,6 +32,8 @@ flags.DEFINE_string("preset", None, "Intensity preprocessing preset (liverzoo.da
                     "the model's fixed-window variant where it has one, as the demo, e.g. residual_unet_window; "
                     "--preset=residual_unet gives the paper's histogram equalisation).")
 flags.DEFINE_enum("loss", None, list(losses.LOSSES), "Loss (default: the demo's dice_ce).")
+flags.DEFINE_list("input_shape", None, "Model input without batch, H,W,T (default: the demo's; residual_unet "
+                  "128,128,5; 128,128,1 is the paper's single slice).")
 flags.DEFINE_list("patients", None, "Held-out patients to run (default: every whole-abdomen patient).")
 flags.mark_flags_as_required(["model"])
 
@@ -43,10 +45,14 @@ def main(argv):
         kwargs = json.loads(FLAGS.model_kwargs) if FLAGS.model_kwargs else {}
     except ValueError:
         raise ConfigError(f"--model_kwargs={FLAGS.model_kwargs}: not valid JSON") from None
+    try:
+        input_shape = None if FLAGS.input_shape is None else tuple(int(v) for v in FLAGS.input_shape)
+    except ValueError:
+        raise ConfigError(f"--input_shape={','.join(FLAGS.input_shape)}: expected comma-separated ints") from None
     crossval.leave_one_patient_out(training.TrainConfig(
         model=FLAGS.model, model_dir=FLAGS.model_dir, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
         model_kwargs=kwargs, seed=FLAGS.seed, inplane_spacing=FLAGS.inplane_spacing, schedule=FLAGS.schedule,
-        learning_rate=FLAGS.learning_rate, preset=FLAGS.preset, loss=FLAGS.loss,
+        learning_rate=FLAGS.learning_rate, preset=FLAGS.preset, loss=FLAGS.loss, input_shape=input_shape,
         verbose=2), patients=FLAGS.patients)
 
 

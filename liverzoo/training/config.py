@@ -35,7 +35,8 @@ class TrainConfig:
         dsd: Dense-Sparse then Dense training (2D models).
         dsd_epochs: `(dense_sparse_epochs, dense_epochs)`; default a 40/60 split of `epochs`.
         input_shape: the model's input without batch axis; for the demo the model's
-            default shape, else the paper's patch with the model's T.
+            default plane with `recipes.DEMO_STACK` slices where the recipe has one there,
+            else the paper's patch with the model's T.
         inplane_spacing: mm per pixel of the working plane for demo and NIfTI data (every scan
             drawn at one scale; planes are sampled as input-sized patches, tiled at inference);
             default `recipes.DEMO_INPLANE_SPACING` for the demo, the preset's fixed size for NIfTI
@@ -156,7 +157,9 @@ def _input_shape(config, spec, recipe, demo):
     if config.input_shape is not None:
         shape = tuple(int(d) for d in config.input_shape)
     elif demo:
-        shape = tuple(spec.default_input_shape)
+        default = tuple(spec.default_input_shape)
+        stack = layout.stack(default) if layout.is_volume else recipes.DEMO_STACK.get(recipe.name, layout.stack(default))
+        shape = layout.input_shape(layout.plane(default), stack)
     else:  # the paper's patch; a 2.5D model keeps its stack size T
         stack = recipe.patch[0] if layout.is_volume else layout.stack(spec.default_input_shape)
         shape = layout.input_shape(recipe.patch[-2:], stack)

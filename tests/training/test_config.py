@@ -49,7 +49,11 @@ def test_flags_override_the_recipe():
 
 def test_demo_defaults_are_small():
     config = training.resolve(training.TrainConfig(model="residual_unet"))
-    assert config.input_shape == models.SPECS["residual_unet"].default_input_shape
+    # The demo's 2.5D stack (five slices) on the model's default plane; other data: the paper's T.
+    assert config.input_shape == (128, 128, training.recipes.DEMO_STACK["residual_unet"]) == (128, 128, 5)
+    assert models.SPECS["residual_unet"].default_input_shape == (128, 128, 1)
+    assert training.resolve(training.TrainConfig(model="residual_unet", input_shape=(64, 64, 1))).input_shape == (64, 64, 1)
+    assert training.resolve(training.TrainConfig(model="ds_nnunet")).input_shape == models.SPECS["ds_nnunet"].default_input_shape
     assert config.epochs == training.DEMO_EPOCHS and config.model_dir == os.path.join("runs", "residual_unet")
     # The demo's short runs decay the rate to 0 (the paper's constant rate swung from epoch to epoch).
     assert config.schedule == "cosine" and config.inplane_spacing == 3.0 and config.val_every == 2

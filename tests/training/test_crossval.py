@@ -70,9 +70,11 @@ def test_leave_one_patient_out_end_to_end(tmp_path):
 @pytest.mark.parametrize("flag, message", [
     ("--learning_rate=0", "error: --learning_rate must be a positive float, got 0.0"),
     ("--preset=nope", "error: --preset: unknown preset 'nope'"),
+    ("--input_shape=128,128,2", "error: --input_shape: the stack size T of a 2.5D model must be odd, got 2"),
+    ("--input_shape=128,x,1", "error: --input_shape=128,x,1: expected comma-separated ints"),
 ])
 def test_crossval_cli_passes_recipe_flags_on(flag, message, tmp_path):
-    """tools/crossval.py hands --learning_rate and --preset to the trainer's checks: a bad value is
+    """tools/crossval.py hands --learning_rate, --preset and --input_shape to the trainer's checks: a bad value is
     one error line, a non-zero exit and no run folder."""
     import os
 
