@@ -3,7 +3,7 @@ import os
 import re
 import sys
 
-from liverzoo.errors import LiverzooError
+from liverzoo.errors import ConfigError, LiverzooError
 
 
 def quiet_tensorflow():
@@ -45,6 +45,21 @@ def flag_error_line(error):
     if value == "None" and "must have a value other than None" in reason:
         return f"--{name} is required"
     return f"--{name}={value!r}: {reason}"
+
+
+def number_list_flag(name, values, kind):
+    """An absl list flag of numbers (`--input_shape=128,128,5`) as a tuple of `kind`; `None` when unset.
+
+    Example:
+        >>> number_list_flag("input_shape", ["128", "128", "5"], int)
+        (128, 128, 5)
+    """
+    if values is None:
+        return None
+    try:
+        return tuple(kind(v) for v in values)
+    except ValueError:
+        raise ConfigError(f"--{name}={','.join(values)}: expected comma-separated {kind.__name__}s") from None
 
 
 def run(main, argv=None):

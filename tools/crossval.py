@@ -45,10 +45,7 @@ def main(argv):
         kwargs = json.loads(FLAGS.model_kwargs) if FLAGS.model_kwargs else {}
     except ValueError:
         raise ConfigError(f"--model_kwargs={FLAGS.model_kwargs}: not valid JSON") from None
-    try:
-        input_shape = None if FLAGS.input_shape is None else tuple(int(v) for v in FLAGS.input_shape)
-    except ValueError:
-        raise ConfigError(f"--input_shape={','.join(FLAGS.input_shape)}: expected comma-separated ints") from None
+    input_shape = cli.number_list_flag("input_shape", FLAGS.input_shape, int)
     crossval.leave_one_patient_out(training.TrainConfig(
         model=FLAGS.model, model_dir=FLAGS.model_dir, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
         model_kwargs=kwargs, seed=FLAGS.seed, inplane_spacing=FLAGS.inplane_spacing, schedule=FLAGS.schedule,

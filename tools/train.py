@@ -68,12 +68,8 @@ def _value(name):
             return {} if value is None else json.loads(value)
         except ValueError:
             raise ConfigError(f"--model_kwargs={value}: not valid JSON") from None
-    if name in NUMBER_LISTS and value is not None:
-        kind = NUMBER_LISTS[name]
-        try:
-            return tuple(kind(v) for v in value)
-        except ValueError:
-            raise ConfigError(f"--{name}={','.join(value)}: expected comma-separated {kind.__name__}s") from None
+    if name in NUMBER_LISTS:
+        return cli.number_list_flag(name, value, NUMBER_LISTS[name])
     return value
 
 
