@@ -157,9 +157,9 @@ def _input_shape(config, spec, recipe, demo):
     if config.input_shape is not None:
         shape = tuple(int(d) for d in config.input_shape)
     elif demo:
-        default = tuple(spec.default_input_shape)
-        stack = layout.stack(default) if layout.is_volume else recipes.DEMO_STACK.get(recipe.name, layout.stack(default))
-        shape = layout.input_shape(layout.plane(default), stack)
+        shape = tuple(spec.default_input_shape)
+        if not layout.is_volume and recipe.name in recipes.DEMO_STACK:
+            shape = layout.input_shape(layout.plane(shape), recipes.DEMO_STACK[recipe.name])
     else:  # the paper's patch; a 2.5D model keeps its stack size T
         stack = recipe.patch[0] if layout.is_volume else layout.stack(spec.default_input_shape)
         shape = layout.input_shape(recipe.patch[-2:], stack)
