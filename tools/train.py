@@ -37,7 +37,9 @@ flags.DEFINE_float("weight_decay", None, "L2 coefficient (LV-Net Eq. 3).")
 flags.DEFINE_enum("sampling", None, list(training.SAMPLINGS), "2.5D stack sampling: dense, sparse or dense_sparse.")
 flags.DEFINE_bool("dsd", None, "Dense-Sparse then Dense two-stage training (2.5D models).")
 flags.DEFINE_list("dsd_epochs", None, "DSD stage lengths dense_sparse,dense (default 40/60 of --epochs).")
-flags.DEFINE_list("input_shape", None, "Model input without batch: H,W,T (2D) or D,H,W,1 (3D).")
+flags.DEFINE_list("input_shape", None, "Model input without batch: H,W,T (2D) or D,H,W,1 (3D) (default: for the "
+                  "demo the model's plane with recipes.DEMO_STACK slices, residual_unet 128,128,5; else the "
+                  "paper's patch).")
 flags.DEFINE_float("inplane_spacing", None, "Working plane's mm per pixel for demo and NIfTI data (default: 3 for "
                    "the demo, the preset's fixed size otherwise; 0: the fixed size).", lower_bound=0.0)
 flags.DEFINE_string("preset", None, "Intensity preprocessing preset (liverzoo.data.preprocess.PRESETS; default: the "
