@@ -261,18 +261,50 @@ def _interp_matrix(n_out, n_in):
     return matrix
 
 
-def probabilities_to_grid(probs, shape, *, out=None):
+def labels_from_probabilities(probs, liver_threshold=None):
+    """Labels of `(..., C)` probabilities: the argmax, or with `liver_threshold` the liver first.
+
+    With `liver_threshold` t a voxel is foreground (liver, tumor included) where the
+    foreground classes' probabilities sum to at least t, and then the most probable of them
+    (liver or tumor); elsewhere background. t = 0.5 asks "liver or not" before "which part of
+    the liver", as the LiTS liver score counts tumor as liver; a lower t grows a mask that a
+    model draws too small (see `tools/predict.py --liver_threshold`).
+
+    Example:
+        >>> p = np.array([[0.4, 0.35, 0.25]], np.float32)
+        >>> labels_from_probabilities(p).tolist(), labels_from_probabilities(p, 0.5).tolist()
+        ([0], [1])
+    """
+    if liver_threshold is None:
+        return np.argmax(probs, axis=-1).astype(np.uint8)
+    foreground = probs[..., 1:]
+    return np.where(foreground.sum(axis=-1) >= liver_threshold, 1 + np.argmax(foreground, axis=-1), 0).astype(np.uint8)
+
+
+def check_liver_threshold(liver_threshold, name="liver_threshold"):
+    """`liver_threshold` as a float in (0, 1), or None; ConfigError naming `name` otherwise."""
+    if liver_threshold is None:
+        return None
+    if isinstance(liver_threshold, bool) or not isinstance(liver_threshold, (int, float, np.floating)) or not (
+            0 < liver_threshold < 1):
+        raise ConfigError(f"{name} must be a probability between 0 and 1 (exclusive), got {liver_threshold!r}")
+    return float(liver_threshold)
+
+
+def probabilities_to_grid(probs, shape, *, out=None, liver_threshold=None):
     """Labels (and optionally probabilities) on another grid, by linear interpolation.
 
     Interpolates `(H, W, Z', C)` probabilities to `(X, Y, Z)` one output slice at a time
     (never materialising the full-size probabilities unless `out` is given) and takes the
-    argmax.
+    argmax (or, with `liver_threshold`, `labels_from_probabilities`' liver-first rule).
 
     Args:
         probs: `(H, W, Z', C)` probabilities on the working grid.
         shape: `(X, Y, Z)` of the original grid.
         out: optional float32 `(X, Y, Z, C)` array that receives the interpolated
             probabilities.
+        liver_threshold: None for the argmax, else the foreground probability at which a
+            voxel is liver (`labels_from_probabilities`).
 
     Returns:
         uint8 label map `(X, Y, Z)`.
@@ -293,7 +325,7 @@ def probabilities_to_grid(probs, shape, *, out=None):
         plane = sum(mz[z, k] * probs[:, :, k] for k in taps)
         if not same_plane:
             plane = np.einsum("xh,hwc,yw->xyc", mx, plane, my, optimize=True)
-        labels[:, :, z] = np.argmax(plane, axis=-1)
+        labels[:, :, z] = labels_from_probabilities(plane, liver_threshold)
         if out is not None:
             out[:, :, z] = plane
     return labels
@@ -335,6 +367,7 @@ def segment(
     postprocess=True,
     opening_mm=OPENING_MM,
     opening_keep_ml=OPENING_KEEP_ML,
+    liver_threshold=None,
     return_probabilities=False,
     streaming=True,
     as_file=False,
@@ -363,6 +396,9 @@ def segment(
             10; 0: none).
         opening_keep_ml: pieces that opening cuts off stay when smaller than this (mL;
             default `liverzoo.postprocess.OPENING_KEEP_ML`, 2; 0: the plain opening).
+        liver_threshold: None (default) labels each voxel with its most probable class; a
+            probability t in (0, 1) makes a voxel liver where liver and tumor together reach t
+            (`labels_from_probabilities`; below 0.5 it grows the liver mask).
         return_probabilities: also return `(X, Y, Z, C)` float32 probabilities (whole-volume
             path).
         streaming: predict slab by slab (`liverzoo.streaming.segment_slabs`: no whole-volume
@@ -396,6 +432,7 @@ def segment(
     from liverzoo import streaming as slabs
     from liverzoo.data.preprocess import get_preset
 
+    liver_threshold = check_liver_threshold(liver_threshold)
     predict_fn, layout, preset, input_shape = _resolve_model(model, spec, kind, preset, input_shape)
     resamples_z = get_preset(preset).num_slices is not None or get_preset(preset).target_spacing is not None
     if (streaming or isinstance(ct, slabs.NiftiSlabs)) and not return_probabilities and not resamples_z:
@@ -403,8 +440,8 @@ def segment(
         return slabs.segment_slabs(predict_fn, source, layout=layout, preset=preset, input_shape=input_shape,
                                    inplane_size=inplane_size, inplane_spacing=inplane_spacing,
                                    postprocess=postprocess, opening_mm=opening_mm,
-                                   opening_keep_ml=opening_keep_ml, as_file=as_file,
-                                   **predict_kwargs)
+                                   opening_keep_ml=opening_keep_ml, liver_threshold=liver_threshold,
+                                   as_file=as_file, **predict_kwargs)
     if isinstance(ct, slabs.NiftiSlabs):
         from liverzoo.data import io
 
@@ -417,7 +454,7 @@ def segment(
     probs = predict_volume(predict_fn, np.moveaxis(image, 0, 2), kind=layout, input_shape=input_shape, **predict_kwargs)
     del image
     full = np.empty(ct.array.shape + (probs.shape[-1],), np.float32) if return_probabilities else None
-    labels = probabilities_to_grid(probs, ct.array.shape, out=full)
+    labels = probabilities_to_grid(probs, ct.array.shape, out=full, liver_threshold=liver_threshold)
     del probs  # the score buffer is not needed by post-processing
     if postprocess:
         labels = clean(labels, opening_mm=opening_mm, spacing=ct.spacing, opening_keep_ml=opening_keep_ml)

@@ -309,7 +309,7 @@ def segment_nifti(tflite_path, nifti_in, nifti_out, *, kind=None, preset=None, n
         postprocess: the opening, largest liver component, holes filled, tumor inside the
             liver (`liverzoo.inference.segment`).
         return_mask: return the whole mask as an array (memory for every voxel).
-        **predict_kwargs: passed to `liverzoo.inference.segment` (opening_mm, opening_keep_ml)
+        **predict_kwargs: passed to `liverzoo.inference.segment` (opening_mm, opening_keep_ml, liver_threshold)
             and on to `liverzoo.inference.predict_volume` (stride, window, step, weighting,
             batch_size, tta_flip, progress).
 

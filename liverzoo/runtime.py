@@ -505,8 +505,8 @@ def segment_files(model_path, input_path, output, *, model=None, preset=None, sa
             the input DICOM series; probabilities as a FRACTIONAL SEG); default by the output
             name (`.dcm` -> "dicom_seg", else "nifti").
         log: where the summary lines go.
-        **segment_kwargs: passed to `liverzoo.inference.segment` (postprocess, tta_flip,
-            batch_size, stride, window, step, weighting).
+        **segment_kwargs: passed to `liverzoo.inference.segment` (postprocess, opening_mm,
+            liver_threshold, tta_flip, batch_size, stride, window, step, weighting).
 
     Returns:
         The list of skipped cases' error lines.

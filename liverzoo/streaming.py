@@ -305,8 +305,8 @@ class WorkingVolume:
 
 
 def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_size=None, inplane_spacing=None,
-                  postprocess=True, opening_mm=OPENING_MM, opening_keep_ml=OPENING_KEEP_ML, slab=SLAB, as_file=False,
-                  **predict_kwargs):
+                  postprocess=True, opening_mm=OPENING_MM, opening_keep_ml=OPENING_KEEP_ML, liver_threshold=None,
+                  slab=SLAB, as_file=False, **predict_kwargs):
     """Labels of a CT on its own grid, predicted slab by slab (see the module docstring).
 
     Args:
@@ -322,6 +322,8 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
         postprocess: `liverzoo.postprocess.postprocess` on the finished mask (slab by slab).
         opening_mm: radius of its opening in mm (0: none).
         opening_keep_ml: pieces the opening cuts off stay when smaller than this (mL).
+        liver_threshold: None for the argmax, else the liver-first rule of
+            `liverzoo.inference.labels_from_probabilities`.
         slab: native slices read at a time.
         as_file: return the `MaskFile` instead of reading it into an array.
         **predict_kwargs: as `liverzoo.inference.predict_volume`.
@@ -344,7 +346,8 @@ def segment_slabs(predict_fn, source, *, layout, preset, input_shape, inplane_si
         for z0, block in iter_probabilities(predict_fn, working.take, working.shape, layout=layout,
                                             input_shape=input_shape, pad_value=working.air_value(),
                                             **predict_kwargs):
-            labels.write(z0, probabilities_to_grid(np.moveaxis(block, 0, 2), source.shape[:2] + (len(block),)))
+            labels.write(z0, probabilities_to_grid(np.moveaxis(block, 0, 2), source.shape[:2] + (len(block),),
+                                                   liver_threshold=liver_threshold))
     except BaseException:
         labels.close()
         raise

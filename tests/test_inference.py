@@ -165,6 +165,33 @@ def test_segment_on_raw_hu_equals_manual_pipeline(phantom):
     np.testing.assert_array_equal(no_opening, postprocess(probs.argmax(-1)))
 
 
+def test_liver_threshold_labels_against_numpy():
+    """`probabilities_to_grid(liver_threshold=t)`: liver where liver + tumor >= t, then the
+    larger of the two; None is the argmax; both on the interpolated probabilities."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet((1.0, 1.0, 0.5), size=(6, 5, 4)).astype(np.float32)
+    full = np.empty((12, 10, 7, 3), np.float32)
+    argmax = inference.probabilities_to_grid(probs, (12, 10, 7), out=full)
+    np.testing.assert_array_equal(argmax, full.argmax(-1))
+    for t in (0.3, 0.5, 0.7):
+        labels = inference.probabilities_to_grid(probs, (12, 10, 7), liver_threshold=t)
+        foreground = full[..., 1] + full[..., 2] >= t
+        np.testing.assert_array_equal(labels, np.where(foreground, np.where(full[..., 2] > full[..., 1], 2, 1), 0))
+        assert labels.dtype == np.uint8
+    low = inference.probabilities_to_grid(probs, (12, 10, 7), liver_threshold=0.3)
+    assert (low >= 1).sum() > (argmax >= 1).sum()
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, True, "0.3"])
+def test_liver_threshold_must_be_a_probability(volume, bad):
+    from liverzoo.data.io import CTVolume
+
+    ct = CTVolume(volume, np.ones(3), np.eye(4))
+    with pytest.raises(ConfigError, match="liver_threshold must be a probability between 0 and 1"):
+        inference.segment(pointwise_fn, ct, kind="2d", preset="lw_hcn", input_shape=(None, None, 3),
+                          liver_threshold=bad)
+
+
 def test_segment_needs_kind_and_preset(volume):
     from liverzoo.data.io import CTVolume
 

@@ -73,6 +73,19 @@ def test_streaming_equals_whole_volume_on_real_ct(input_shape, preset, options, 
                                   reference)
 
 
+def test_streaming_equals_whole_volume_with_a_liver_threshold():
+    """The slab-by-slab path applies `liver_threshold` as the whole-volume path does, and it
+    changes the mask."""
+    model = ContextModel((None, None, 3))
+    ct = io.load_volume(LITS)
+    options = dict(preset="lv_net", inplane_size=48, postprocess=True, liver_threshold=0.3)
+    reference = inference.segment(model, ct, streaming=False, **options)
+    slabbed = streaming.segment_slabs(model, streaming.NiftiSlabs(LITS), layout="2d", input_shape=(None, None, 3),
+                                      slab=5, **options)
+    np.testing.assert_array_equal(slabbed, reference)
+    assert (reference != inference.segment(model, ct, preset="lv_net", inplane_size=48)).any()
+
+
 @pytest.mark.parametrize("spacing,input_shape", [(2.0, (64, 64, 3)),  # 96x96 plane: tiles
                                                  (4.0, (64, 64, 3)),  # 48x48 plane: padded to the input
                                                  (3.0, (None, None, 3))])  # free input: the whole plane

@@ -33,6 +33,10 @@ flags.DEFINE_bool("postprocess", True, "An opening that cuts what joins the live
 flags.DEFINE_float("opening_mm", OPENING_MM, "Radius (mm) of that opening (0: none).", lower_bound=0)
 flags.DEFINE_float("opening_keep_ml", OPENING_KEEP_ML, "Pieces the opening cuts off stay when smaller than this "
                    "(mL): the liver's thin edges (0: the plain opening).", lower_bound=0)
+flags.DEFINE_float("liver_threshold", None, "Liver where the liver and tumor probabilities together reach this "
+                   "(0-1), then liver or tumor by the larger; default: every voxel's most probable class. Below "
+                   "0.5 it grows the liver mask, for a model that draws it too small (README: the demo model on "
+                   "scans without contrast).")
 flags.DEFINE_integer("batch_size", None, "Inputs per model call (default 8 stacks / 1 sub-volume).", lower_bound=1)
 flags.DEFINE_integer("stride", 1, "Slice stride of 2.5D stacks (Eq. (1) of the DS nnU-Net paper).", lower_bound=1)
 flags.DEFINE_integer("window", 20, "Slices per 3D sub-volume for models with a free depth.", lower_bound=1)
@@ -53,12 +57,14 @@ def main(argv):
 
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    inference.check_liver_threshold(FLAGS.liver_threshold, "--liver_threshold")
     runtime.segment_files(
         FLAGS.model_path, FLAGS.input, FLAGS.output, model=FLAGS.model, preset=FLAGS.preset, save_probabilities=FLAGS.save_probabilities,
         skip_bad=FLAGS.skip_bad, inplane_size=FLAGS.inplane_size,
         inplane_spacing=FLAGS.inplane_spacing, num_threads=FLAGS.num_threads,
         output_format=FLAGS.output_format, postprocess=FLAGS.postprocess, opening_mm=FLAGS.opening_mm,
-        opening_keep_ml=FLAGS.opening_keep_ml, tta_flip=FLAGS.tta, batch_size=FLAGS.batch_size, stride=FLAGS.stride,
+        opening_keep_ml=FLAGS.opening_keep_ml, liver_threshold=FLAGS.liver_threshold, tta_flip=FLAGS.tta,
+        batch_size=FLAGS.batch_size, stride=FLAGS.stride,
         window=FLAGS.window, step=FLAGS.step, weighting=FLAGS.weighting)
 
 

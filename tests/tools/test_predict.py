@@ -89,10 +89,13 @@ BAD_FLAGS = [
     (["--model_path={missing}", "--input={ct}", "--output={out}"], "--model_path .*no such file"),
     (["--model_path={model}", "--input={tmp}/x.txt", "--output={out}"], "--input .*x.txt: no such file"),
     (["--model_path={model}", "--input={tmp}/in", "--output={out}"], "several inputs need an output folder"),
+    (["--model_path={model}", "--input={ct}", "--output={out}", "--liver_threshold=1"],
+     "--liver_threshold must be a probability between 0 and 1 .*got 1.0"),
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD_FLAGS, ids=["no_model_file", "no_input", "folder_to_file"])
+@pytest.mark.parametrize("args,message", BAD_FLAGS, ids=["no_model_file", "no_input", "folder_to_file",
+                                                          "liver_threshold"])
 def test_bad_flags(predict_tool, tiny_model_path, real_ct_dir, tmp_path, args, message):
     """Flag errors are found before the model loads; nothing is written (in-process main)."""
     (tmp_path / "in").mkdir()
@@ -216,3 +219,25 @@ def test_opening_flag_on_a_real_scan(predict_tool, trained_checkpoint, real_ct_d
                                                               opening_keep_ml=0))
     assert (masks["default"] != masks["none"]).sum() > 100
     assert (masks["default"] != masks["plain"]).sum() > 0
+
+
+def test_liver_threshold_flag_grows_the_liver_on_a_real_scan(predict_tool, trained_checkpoint, real_ct_dir, tmp_path):
+    """`--liver_threshold=0.3` gives the mask of the probabilities `--save_probabilities` writes,
+    labelled liver where liver and tumor together reach 0.3 (a NumPy reference), and on the
+    demo checkpoint's whole TotalSegmentator abdomen it marks more liver than the argmax."""
+    ct = real_ct_dir / "totalseg_example_full_ct.nii.gz"
+    masks = {}
+    for name, flags in (("argmax", []), ("low", ["--liver_threshold=0.3"])):
+        argv = ["predict.py", f"--model_path={trained_checkpoint}", f"--input={ct}", f"--output={tmp_path / name}",
+                "--nopostprocess", "--save_probabilities"] + flags
+        try:
+            predict_tool.main(predict_tool.FLAGS(argv))
+        finally:
+            predict_tool.FLAGS.unparse_flags()
+        case = "totalseg_example_full_ct"
+        masks[name] = np.asarray(nib.load(str(tmp_path / name / f"{case}.nii.gz")).dataobj)
+        probs = np.asarray(nib.load(str(tmp_path / name / f"{case}_probabilities.nii.gz")).dataobj)
+    foreground = probs[..., 1] + probs[..., 2] >= 0.3
+    np.testing.assert_array_equal(masks["low"], np.where(foreground, np.where(probs[..., 2] > probs[..., 1], 2, 1), 0))
+    np.testing.assert_array_equal(masks["argmax"], probs.argmax(-1))
+    assert (masks["low"] >= 1).sum() > (masks["argmax"] >= 1).sum()
